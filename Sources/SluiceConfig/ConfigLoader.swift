@@ -1,0 +1,354 @@
+import Foundation
+import Yams
+
+/// Reads Sluice YAML into a `SluiceConfiguration`, reporting every problem at once.
+public enum ConfigLoader {
+    /// Loads and validates a config file. Relative plugin module paths resolve against the
+    /// file's directory, so a config and its filters can move together.
+    public static func load(file path: String) throws(ConfigError) -> SluiceConfiguration {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError([ConfigDiagnostic(file: path, line: 1, column: 1, keyPath: "", message: "cannot read config file: \(error.localizedDescription)")])
+        }
+        let baseDirectory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        return try parse(yaml: text, file: path, baseDirectory: baseDirectory)
+    }
+
+    public static func parse(yaml: String, file: String = "<config>", baseDirectory: String? = nil) throws(ConfigError) -> SluiceConfiguration {
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: yaml)
+        } catch let error as YamlError {
+            throw ConfigError([syntaxDiagnostic(error, file: file)])
+        } catch {
+            throw ConfigError([ConfigDiagnostic(file: file, line: 1, column: 1, keyPath: "", message: "YAML error: \(error)")])
+        }
+        guard let node else {
+            throw ConfigError([ConfigDiagnostic(file: file, line: 1, column: 1, keyPath: "", message: "the config is empty")])
+        }
+        let reader = YAMLReader(file: file)
+        let decoder = ConfigDecoder(reader: reader, baseDirectory: baseDirectory)
+        let config = decoder.decodeRoot(node)
+        if !reader.diagnostics.isEmpty {
+            throw ConfigError(reader.diagnostics.sorted { ($0.line, $0.column) < ($1.line, $1.column) })
+        }
+        return config
+    }
+
+    private static func syntaxDiagnostic(_ error: YamlError, file: String) -> ConfigDiagnostic {
+        switch error {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
+            return ConfigDiagnostic(file: file, line: mark.line, column: mark.column, keyPath: "", message: "YAML syntax: \(problem)")
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            return ConfigDiagnostic(file: file, line: context.mark.line, column: context.mark.column, keyPath: "", message: "duplicate keys: \(duplicates.joined(separator: ", "))")
+        default:
+            return ConfigDiagnostic(file: file, line: 1, column: 1, keyPath: "", message: "YAML error: \(error)")
+        }
+    }
+}
+
+/// The schema, written as code. Each `decodeX` reads one kind of object; cross-references
+/// (routes naming clusters, listeners naming plugins) are checked once everything is read.
+struct ConfigDecoder {
+    let reader: YAMLReader
+    let baseDirectory: String?
+
+    func decodeRoot(_ node: Node) -> SluiceConfiguration {
+        var config = SluiceConfiguration()
+        guard let root = reader.mapping(node, "", allowed: ["admin", "listeners", "clusters", "plugins", "access_log", "drain_timeout"]) else {
+            return config
+        }
+        if let admin = root.node("admin"), let m = reader.mapping(admin, "admin", allowed: ["address"]) {
+            if let address = m.hostPort("address") { config.admin.address = address }
+        }
+        if let log = root.node("access_log"), let m = reader.mapping(log, "access_log", allowed: ["format", "path"]) {
+            config.accessLog.format = m.oneOf("format", default: .default)
+            config.accessLog.path = m.string("path") ?? "-"
+        }
+        config.drainTimeout = root.duration("drain_timeout", default: config.drainTimeout)
+        let clusterNodes = root.list("clusters") { node, path in decodeCluster(node, path).map { ($0, node, path) } }
+        let pluginNodes = root.list("plugins") { node, path in decodePlugin(node, path).map { ($0, node, path) } }
+        let listenerNodes = root.list("listeners") { node, path in decodeListener(node, path).map { ($0, node, path) } }
+        config.clusters = clusterNodes.map(\.0)
+        config.plugins = pluginNodes.map(\.0)
+        config.listeners = listenerNodes.map(\.0)
+
+        checkUniqueNames(clusterNodes.map { ($0.0.name, $0.1, $0.2) }, kind: "cluster")
+        checkUniqueNames(pluginNodes.map { ($0.0.name, $0.1, $0.2) }, kind: "plugin")
+        checkUniqueNames(listenerNodes.map { ($0.0.name, $0.1, $0.2) }, kind: "listener")
+
+        let clusterNames = Set(config.clusters.map(\.name))
+        let pluginNames = Set(config.plugins.map(\.name))
+        var bound: [Int: String] = [config.admin.address.port: "admin"]
+        for (listener, node, path) in listenerNodes {
+            let m = node.mapping
+            func at(_ key: String) -> Node? { m?[Node(key)] }
+            if listener.address.port != 0 {
+                if let other = bound[listener.address.port] {
+                    reader.report(at("address"), "\(path).address", "port \(listener.address.port) is already used by \(other == "admin" ? "the admin listener" : "listener '\(other)'")")
+                } else {
+                    bound[listener.address.port] = listener.name
+                }
+            }
+            if let cluster = listener.tcpCluster, !clusterNames.contains(cluster) {
+                reader.report(at("cluster"), "\(path).cluster", "unknown cluster '\(cluster)'\(known(clusterNames))")
+            }
+            let filterNodes = at("http_filters").flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) } else { return nil } } ?? []
+            for (i, filter) in listener.httpFilters.enumerated() where !pluginNames.contains(filter) {
+                reader.report(i < filterNodes.count ? filterNodes[i] : node, "\(path).http_filters[\(i)]", "unknown plugin '\(filter)'\(known(pluginNames))")
+            }
+            let routeNodes = at("routes").flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) } else { return nil } } ?? []
+            for (i, route) in listener.routes.enumerated() {
+                guard case .cluster(let target) = route.action, !clusterNames.contains(target.cluster) else { continue }
+                let routeNode = i < routeNodes.count ? routeNodes[i] : node
+                reader.report(routeNode.mapping?[Node("cluster")] ?? routeNode, "\(path).routes[\(i)].cluster", "unknown cluster '\(target.cluster)'\(known(clusterNames))")
+            }
+        }
+        return config
+    }
+
+    private func known(_ names: Set<String>) -> String {
+        names.isEmpty ? " (none are defined)" : " (defined: \(names.sorted().joined(separator: ", ")))"
+    }
+
+    private func checkUniqueNames(_ items: [(String, Node, String)], kind: String) {
+        var seen: [String: String] = [:]
+        for (name, node, path) in items {
+            if let first = seen[name] {
+                reader.report(node.mapping?[Node("name")] ?? node, "\(path).name", "duplicate \(kind) name '\(name)' (first defined at \(first))")
+            } else {
+                seen[name] = path
+            }
+        }
+    }
+
+    func decodeListener(_ node: Node, _ path: String) -> ListenerConfig? {
+        guard let m = reader.mapping(node, path, allowed: ["name", "address", "protocol", "http_filters", "routes", "cluster", "max_request_headers_kb", "idle_timeout"]) else { return nil }
+        let name = m.string("name", required: true, what: "the listener's name")
+        let address = m.hostPort("address", required: true)
+        let proto: ListenerProtocol = m.oneOf("protocol", default: .http)
+        var listener = ListenerConfig(name: name ?? "", address: address ?? HostPort(host: "0.0.0.0", port: 0), proto: proto)
+        listener.maxRequestHeadersBytes = m.int("max_request_headers_kb", range: 1...8192, default: 60) * 1024
+        listener.idleTimeout = m.duration("idle_timeout", default: listener.idleTimeout)
+        switch proto {
+        case .http:
+            listener.httpFilters = m.stringList("http_filters")
+            listener.routes = m.list("routes") { decodeRoute($0, $1, listenerName: name ?? "") }
+            if !m.has("routes") { m.missing("routes", "an http listener needs at least one route") }
+            if let c = m.node("cluster") { reader.report(c, m.keyPath("cluster"), "'cluster' is for tcp listeners; http listeners route with 'routes'") }
+        case .tcp:
+            listener.tcpCluster = m.string("cluster", required: true, what: "the upstream cluster's name")
+            for key in ["routes", "http_filters"] {
+                if let n = m.node(key) { reader.report(n, m.keyPath(key), "'\(key)' is for http listeners; a tcp listener forwards to 'cluster'") }
+            }
+        }
+        guard name != nil, address != nil else { return nil }
+        return listener
+    }
+
+    func decodeRoute(_ node: Node, _ path: String, listenerName: String) -> RouteConfig? {
+        guard let m = reader.mapping(node, path, allowed: ["name", "match", "cluster", "prefix_rewrite", "host_rewrite", "timeout", "retry", "direct_response"]) else { return nil }
+        let index = path.split(separator: "[").last.map { String($0.dropLast()) } ?? "0"
+        let name = m.string("name") ?? "\(listenerName)/\(index)"
+        var match = RouteMatch()
+        if let matchNode = m.node("match") {
+            guard let mm = reader.mapping(matchNode, m.keyPath("match"), allowed: ["host", "hosts", "prefix", "path", "regex", "methods", "headers"]) else { return nil }
+            var hosts = mm.stringList("hosts")
+            if let host = mm.string("host") { hosts.append(host) }
+            match.hosts = hosts.map(HostMatch.init(pattern:))
+            let pathKeys = ["prefix", "path", "regex"].filter { mm.has($0) }
+            if pathKeys.count > 1 {
+                reader.report(mm.node(pathKeys[1]), mm.keyPath(pathKeys[1]), "only one of prefix, path and regex may be given")
+            }
+            if let prefix = mm.string("prefix") {
+                if !prefix.hasPrefix("/") { reader.report(mm.node("prefix"), mm.keyPath("prefix"), "a path prefix must start with '/'") }
+                match.path = .prefix(prefix)
+            } else if let exact = mm.string("path") {
+                if !exact.hasPrefix("/") { reader.report(mm.node("path"), mm.keyPath("path"), "a path must start with '/'") }
+                match.path = .exact(exact)
+            } else if let regex = mm.string("regex") {
+                do {
+                    _ = try Regex(regex)
+                    match.path = .regex(regex)
+                } catch {
+                    reader.report(mm.node("regex"), mm.keyPath("regex"), "invalid regular expression: \(error)")
+                }
+            }
+            match.methods = mm.stringList("methods").map { $0.uppercased() }
+            match.headers = mm.list("headers") { node, path in
+                guard let hm = reader.mapping(node, path, allowed: ["name", "value"]) else { return nil }
+                guard let name = hm.string("name", required: true, what: "a header name") else { return nil }
+                return HeaderMatch(name: name.lowercased(), value: hm.string("value"))
+            }
+        }
+        let hasCluster = m.has("cluster"), hasDirect = m.has("direct_response")
+        if hasCluster && hasDirect {
+            reader.report(m.node("direct_response"), m.keyPath("direct_response"), "a route has either 'cluster' or 'direct_response', not both")
+            return nil
+        }
+        if hasDirect {
+            for key in ["prefix_rewrite", "host_rewrite", "timeout", "retry"] where m.has(key) {
+                reader.report(m.node(key), m.keyPath(key), "'\(key)' applies only to routes with a 'cluster'")
+            }
+            guard let dm = reader.mapping(m.node("direct_response")!, m.keyPath("direct_response"), allowed: ["status", "body"]) else { return nil }
+            let status = dm.int("status", range: 200...599, default: 200)
+            if !dm.has("status") { dm.missing("status", "an HTTP status 200-599") }
+            return RouteConfig(name: name, match: match, action: .directResponse(status: status, body: dm.string("body") ?? ""))
+        }
+        guard let cluster = m.string("cluster", required: true, what: "a cluster name, or give 'direct_response'") else { return nil }
+        var target = ClusterRoute(cluster: cluster)
+        if let rewrite = m.string("prefix_rewrite") {
+            if case .prefix = match.path {} else {
+                reader.report(m.node("prefix_rewrite"), m.keyPath("prefix_rewrite"), "prefix_rewrite needs a 'prefix' match")
+            }
+            target.prefixRewrite = rewrite
+        }
+        target.hostRewrite = m.string("host_rewrite")
+        target.timeout = m.duration("timeout", default: target.timeout)
+        if let retryNode = m.node("retry"), let rm = reader.mapping(retryNode, m.keyPath("retry"), allowed: ["attempts", "on", "budget_percent", "min_retry_concurrency"]) {
+            var policy = RetryPolicy()
+            policy.attempts = rm.int("attempts", range: 0...10, default: 1)
+            if rm.has("on") {
+                policy.on = rm.list("on") { node, path in
+                    guard let text = node.scalar?.string, let c = RetryCondition(rawValue: text) else {
+                        reader.report(node, path, "expected one of \(RetryCondition.allCases.map(\.rawValue).joined(separator: ", ")), found \(reader.describe(node))")
+                        return nil
+                    }
+                    return c
+                }
+            }
+            policy.budgetPercent = rm.double("budget_percent", range: 0...100, default: policy.budgetPercent)
+            policy.minRetryConcurrency = rm.int("min_retry_concurrency", range: 0...10000, default: policy.minRetryConcurrency)
+            target.retry = policy
+        }
+        return RouteConfig(name: name, match: match, action: .cluster(target))
+    }
+
+    func decodeCluster(_ node: Node, _ path: String) -> ClusterConfig? {
+        guard let m = reader.mapping(node, path, allowed: ["name", "endpoints", "lb", "connect_timeout", "idle_timeout", "max_connections", "health_check", "outlier_detection"]) else { return nil }
+        let name = m.string("name", required: true, what: "the cluster's name")
+        if !m.has("endpoints") { m.missing("endpoints", "a list of host:port") }
+        let endpoints: [EndpointConfig] = m.list("endpoints") { node, path in
+            if case .scalar(let s) = node {
+                guard let hp = HostPort.parse(s.string), hp.port != 0 else {
+                    reader.report(node, path, "expected an endpoint host:port with a port 1-65535, found '\(s.string)'")
+                    return nil
+                }
+                return EndpointConfig(address: hp)
+            }
+            guard let em = reader.mapping(node, path, allowed: ["address", "weight"]) else { return nil }
+            guard let hp = em.hostPort("address", required: true) else { return nil }
+            if hp.port == 0 { reader.report(em.node("address"), em.keyPath("address"), "an endpoint needs a port 1-65535") }
+            return EndpointConfig(address: hp, weight: em.int("weight", range: 1...1000, default: 1))
+        }
+        if m.has("endpoints") && endpoints.isEmpty, let n = m.node("endpoints"), case .sequence(let s) = n, s.isEmpty {
+            reader.report(n, m.keyPath("endpoints"), "a cluster needs at least one endpoint")
+        }
+        var cluster = ClusterConfig(name: name ?? "", endpoints: endpoints)
+        cluster.lb = m.oneOf("lb", default: .roundRobin)
+        cluster.connectTimeout = m.duration("connect_timeout", default: cluster.connectTimeout)
+        cluster.idleTimeout = m.duration("idle_timeout", default: cluster.idleTimeout)
+        cluster.maxConnections = m.int("max_connections", range: 1...1_000_000, default: cluster.maxConnections)
+        if let hc = m.node("health_check"), let hm = reader.mapping(hc, m.keyPath("health_check"), allowed: ["path", "interval", "timeout", "healthy_threshold", "unhealthy_threshold", "host"]) {
+            var check = HealthCheckConfig()
+            check.path = hm.string("path") ?? check.path
+            if !check.path.hasPrefix("/") { reader.report(hm.node("path"), hm.keyPath("path"), "a health-check path must start with '/'") }
+            check.interval = hm.duration("interval", default: check.interval)
+            check.timeout = hm.duration("timeout", default: check.timeout)
+            check.healthyThreshold = hm.int("healthy_threshold", range: 1...100, default: check.healthyThreshold)
+            check.unhealthyThreshold = hm.int("unhealthy_threshold", range: 1...100, default: check.unhealthyThreshold)
+            check.host = hm.string("host")
+            if check.interval < .milliseconds(10) { reader.report(hm.node("interval"), hm.keyPath("interval"), "interval must be at least 10ms") }
+            cluster.healthCheck = check
+        }
+        if let od = m.node("outlier_detection"), let om = reader.mapping(od, m.keyPath("outlier_detection"), allowed: ["consecutive_connect_failures", "consecutive_5xx", "base_ejection_time"]) {
+            var detection = OutlierDetectionConfig()
+            detection.consecutiveConnectFailures = om.int("consecutive_connect_failures", range: 1...1000, default: detection.consecutiveConnectFailures)
+            detection.consecutive5xx = om.int("consecutive_5xx", range: 1...1000, default: detection.consecutive5xx)
+            detection.baseEjectionTime = om.duration("base_ejection_time", default: detection.baseEjectionTime)
+            cluster.outlierDetection = detection
+        }
+        guard name != nil else { return nil }
+        return cluster
+    }
+
+    func decodePlugin(_ node: Node, _ path: String) -> PluginConfig? {
+        guard let m = reader.mapping(node, path, allowed: ["name", "module", "root_id", "vm_id", "configuration", "environment", "failure_policy"]) else { return nil }
+        let name = m.string("name", required: true, what: "the plugin's name")
+        let module = m.string("module", required: true, what: "the path of a .wasm module")
+        var resolved = module ?? ""
+        if let module, !module.hasPrefix("/"), let base = baseDirectory {
+            resolved = URL(fileURLWithPath: base).appendingPathComponent(module).standardizedFileURL.path
+        }
+        if module != nil, !FileManager.default.fileExists(atPath: resolved) {
+            reader.report(m.node("module"), m.keyPath("module"), "module file not found: \(resolved)")
+        }
+        var plugin = PluginConfig(name: name ?? "", module: resolved)
+        plugin.rootID = m.string("root_id") ?? ""
+        plugin.vmID = m.string("vm_id") ?? ""
+        if let conf = m.node("configuration") {
+            if case .scalar(let s) = conf {
+                plugin.configuration = s.string
+            } else {
+                plugin.configuration = JSONRendering.render(conf)
+            }
+        }
+        if let env = m.node("environment"), case .mapping(let mapping) = env {
+            for (k, v) in mapping {
+                guard let key = k.scalar?.string, let value = v.scalar?.string else {
+                    reader.report(v, m.keyPath("environment"), "environment values must be strings")
+                    continue
+                }
+                plugin.environment[key] = value
+            }
+        } else if let env = m.node("environment") {
+            reader.report(env, m.keyPath("environment"), "expected a mapping of NAME: value, found \(reader.describe(env))")
+        }
+        plugin.failurePolicy = m.oneOf("failure_policy", default: .failClosed)
+        guard name != nil, module != nil else { return nil }
+        return plugin
+    }
+}
+
+/// Renders a YAML value as compact JSON, for plugin configurations given as structured YAML.
+enum JSONRendering {
+    static func render(_ node: Node) -> String {
+        switch node {
+        case .scalar(let s):
+            if s.style == .plain {
+                if let _ = Int(s.string) { return s.string }
+                if let d = Double(s.string), d.isFinite, s.string.lowercased() != "nan" { return s.string }
+                switch s.string {
+                case "true", "false": return s.string
+                case "null", "~", "": return "null"
+                default: break
+                }
+            }
+            return quote(s.string)
+        case .sequence(let seq):
+            return "[" + seq.map(render).joined(separator: ",") + "]"
+        case .mapping(let mapping):
+            return "{" + mapping.map { quote($0.key.scalar?.string ?? "") + ":" + render($0.value) }.joined(separator: ",") + "}"
+        case .alias:
+            return "null"
+        }
+    }
+
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}

@@ -1,0 +1,343 @@
+// The effective configuration: what the proxy runs after YAML has been read and validated.
+// Plain value types, Sendable, with no knowledge of sockets, so the same model can come from
+// Sluice YAML, from an Envoy bootstrap translation, or from a test.
+
+public struct SluiceConfiguration: Sendable, Equatable {
+    public var admin: AdminConfig
+    public var listeners: [ListenerConfig]
+    public var clusters: [ClusterConfig]
+    public var plugins: [PluginConfig]
+    public var accessLog: AccessLogConfig
+    /// How long in-flight requests may run after SIGTERM before connections are closed.
+    public var drainTimeout: Duration
+
+    public init(
+        admin: AdminConfig = AdminConfig(),
+        listeners: [ListenerConfig] = [],
+        clusters: [ClusterConfig] = [],
+        plugins: [PluginConfig] = [],
+        accessLog: AccessLogConfig = AccessLogConfig(),
+        drainTimeout: Duration = .seconds(15)
+    ) {
+        self.admin = admin
+        self.listeners = listeners
+        self.clusters = clusters
+        self.plugins = plugins
+        self.accessLog = accessLog
+        self.drainTimeout = drainTimeout
+    }
+
+    public func cluster(named name: String) -> ClusterConfig? {
+        clusters.first { $0.name == name }
+    }
+}
+
+/// "host:port". The host may be an IPv4/IPv6 literal (IPv6 in brackets) or a DNS name.
+public struct HostPort: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// Loopback literals and `localhost`; used to decide where the admin API may be exposed.
+    public var isLoopback: Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    /// Parses "host:port", "[v6]:port"; nil when malformed or the port is out of range.
+    public static func parse(_ text: String) -> HostPort? {
+        var host: Substring
+        var portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            guard rest.hasPrefix(":") else { return nil }
+            portText = rest.dropFirst()
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+            if host.contains(":") { return nil }  // bare IPv6 needs brackets
+        }
+        guard !host.isEmpty, let port = Int(portText), (0...65535).contains(port) else { return nil }
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:%")
+        guard host.allSatisfy({ allowed.contains($0) }) else { return nil }
+        return HostPort(host: String(host), port: port)
+    }
+}
+
+public struct AdminConfig: Sendable, Equatable {
+    public var address: HostPort
+    public init(address: HostPort = HostPort(host: "127.0.0.1", port: 9901)) {
+        self.address = address
+    }
+}
+
+public enum ListenerProtocol: String, Sendable, Equatable, CaseIterable {
+    case http, tcp
+}
+
+public struct ListenerConfig: Sendable, Equatable {
+    public var name: String
+    public var address: HostPort
+    public var proto: ListenerProtocol
+    /// Plugin names, run in order on requests and in reverse order on responses.
+    public var httpFilters: [String]
+    public var routes: [RouteConfig]
+    /// The upstream cluster of a TCP listener.
+    public var tcpCluster: String?
+    /// Total size of a request's header block before answering 431 (Envoy's max_request_headers_kb).
+    public var maxRequestHeadersBytes: Int
+    /// A downstream connection with no request in flight is closed after this long.
+    public var idleTimeout: Duration
+
+    public init(
+        name: String, address: HostPort, proto: ListenerProtocol = .http, httpFilters: [String] = [],
+        routes: [RouteConfig] = [], tcpCluster: String? = nil, maxRequestHeadersBytes: Int = 60 * 1024,
+        idleTimeout: Duration = .seconds(300)
+    ) {
+        self.name = name
+        self.address = address
+        self.proto = proto
+        self.httpFilters = httpFilters
+        self.routes = routes
+        self.tcpCluster = tcpCluster
+        self.maxRequestHeadersBytes = maxRequestHeadersBytes
+        self.idleTimeout = idleTimeout
+    }
+}
+
+public enum PathMatch: Sendable, Equatable {
+    case prefix(String)
+    case exact(String)
+    case regex(String)
+}
+
+/// `example.com` matches exactly (case-insensitively, ignoring a port); `*.example.com` matches
+/// any name ending in `.example.com`; `*` matches everything.
+public enum HostMatch: Sendable, Equatable {
+    case any
+    case exact(String)
+    case suffix(String)  // stored with its leading dot: ".example.com"
+
+    public init(pattern: String) {
+        let p = pattern.lowercased()
+        if p == "*" {
+            self = .any
+        } else if p.hasPrefix("*.") {
+            self = .suffix(String(p.dropFirst()))
+        } else {
+            self = .exact(p)
+        }
+    }
+
+    public func matches(_ authority: String) -> Bool {
+        var host = authority.lowercased()
+        if host.hasPrefix("[") {
+            if let close = host.firstIndex(of: "]") { host = String(host[...close]) }
+        } else if let colon = host.lastIndex(of: ":") {
+            host = String(host[..<colon])
+        }
+        switch self {
+        case .any: return true
+        case .exact(let name): return host == name
+        case .suffix(let suffix): return host.hasSuffix(suffix) && host.count > suffix.count
+        }
+    }
+}
+
+public struct HeaderMatch: Sendable, Equatable {
+    public var name: String
+    /// nil: the header only has to be present.
+    public var value: String?
+    public init(name: String, value: String? = nil) {
+        self.name = name
+        self.value = value
+    }
+}
+
+public struct RouteMatch: Sendable, Equatable {
+    public var hosts: [HostMatch]
+    public var path: PathMatch
+    public var methods: [String]
+    public var headers: [HeaderMatch]
+    public init(hosts: [HostMatch] = [], path: PathMatch = .prefix("/"), methods: [String] = [], headers: [HeaderMatch] = []) {
+        self.hosts = hosts
+        self.path = path
+        self.methods = methods
+        self.headers = headers
+    }
+}
+
+public enum RetryCondition: String, Sendable, Equatable, CaseIterable {
+    case connectFailure = "connect_failure"
+    case serverError = "5xx"
+}
+
+public struct RetryPolicy: Sendable, Equatable {
+    /// Retries after the first attempt.
+    public var attempts: Int
+    public var on: [RetryCondition]
+    /// Retries in flight may not exceed this percentage of the cluster's active requests
+    /// (with a floor of `minRetryConcurrency`), so retries cannot amplify an outage.
+    public var budgetPercent: Double
+    public var minRetryConcurrency: Int
+    public init(attempts: Int = 1, on: [RetryCondition] = [.connectFailure], budgetPercent: Double = 20, minRetryConcurrency: Int = 3) {
+        self.attempts = attempts
+        self.on = on
+        self.budgetPercent = budgetPercent
+        self.minRetryConcurrency = minRetryConcurrency
+    }
+}
+
+public enum RouteAction: Sendable, Equatable {
+    case cluster(ClusterRoute)
+    case directResponse(status: Int, body: String)
+}
+
+public struct ClusterRoute: Sendable, Equatable {
+    public var cluster: String
+    public var prefixRewrite: String?
+    public var hostRewrite: String?
+    /// Time from the request's arrival until the whole response head must be received.
+    public var timeout: Duration
+    public var retry: RetryPolicy?
+    public init(cluster: String, prefixRewrite: String? = nil, hostRewrite: String? = nil, timeout: Duration = .seconds(15), retry: RetryPolicy? = nil) {
+        self.cluster = cluster
+        self.prefixRewrite = prefixRewrite
+        self.hostRewrite = hostRewrite
+        self.timeout = timeout
+        self.retry = retry
+    }
+}
+
+public struct RouteConfig: Sendable, Equatable {
+    public var name: String
+    public var match: RouteMatch
+    public var action: RouteAction
+    public init(name: String, match: RouteMatch, action: RouteAction) {
+        self.name = name
+        self.match = match
+        self.action = action
+    }
+}
+
+public enum LoadBalancerPolicy: String, Sendable, Equatable, CaseIterable {
+    case roundRobin = "round_robin"
+    case leastRequest = "least_request"
+    case random
+}
+
+public struct EndpointConfig: Sendable, Equatable {
+    public var address: HostPort
+    public var weight: Int
+    public init(address: HostPort, weight: Int = 1) {
+        self.address = address
+        self.weight = weight
+    }
+}
+
+public struct HealthCheckConfig: Sendable, Equatable {
+    public var path: String
+    public var interval: Duration
+    public var timeout: Duration
+    public var healthyThreshold: Int
+    public var unhealthyThreshold: Int
+    /// Host header sent with checks; defaults to the cluster name.
+    public var host: String?
+    public init(path: String = "/healthz", interval: Duration = .seconds(5), timeout: Duration = .seconds(1), healthyThreshold: Int = 2, unhealthyThreshold: Int = 3, host: String? = nil) {
+        self.path = path
+        self.interval = interval
+        self.timeout = timeout
+        self.healthyThreshold = healthyThreshold
+        self.unhealthyThreshold = unhealthyThreshold
+        self.host = host
+    }
+}
+
+/// Passive health: an endpoint is ejected after this many consecutive failures.
+public struct OutlierDetectionConfig: Sendable, Equatable {
+    public var consecutiveConnectFailures: Int
+    public var consecutive5xx: Int
+    public var baseEjectionTime: Duration
+    public init(consecutiveConnectFailures: Int = 5, consecutive5xx: Int = 5, baseEjectionTime: Duration = .seconds(30)) {
+        self.consecutiveConnectFailures = consecutiveConnectFailures
+        self.consecutive5xx = consecutive5xx
+        self.baseEjectionTime = baseEjectionTime
+    }
+}
+
+public struct ClusterConfig: Sendable, Equatable {
+    public var name: String
+    public var endpoints: [EndpointConfig]
+    public var lb: LoadBalancerPolicy
+    public var connectTimeout: Duration
+    /// An idle pooled upstream connection is closed after this long.
+    public var idleTimeout: Duration
+    /// Upper bound on upstream connections per worker (event loop).
+    public var maxConnections: Int
+    public var healthCheck: HealthCheckConfig?
+    public var outlierDetection: OutlierDetectionConfig?
+
+    public init(
+        name: String, endpoints: [EndpointConfig], lb: LoadBalancerPolicy = .roundRobin,
+        connectTimeout: Duration = .seconds(5), idleTimeout: Duration = .seconds(60), maxConnections: Int = 1024,
+        healthCheck: HealthCheckConfig? = nil, outlierDetection: OutlierDetectionConfig? = nil
+    ) {
+        self.name = name
+        self.endpoints = endpoints
+        self.lb = lb
+        self.connectTimeout = connectTimeout
+        self.idleTimeout = idleTimeout
+        self.maxConnections = maxConnections
+        self.healthCheck = healthCheck
+        self.outlierDetection = outlierDetection
+    }
+}
+
+public enum FailurePolicy: String, Sendable, Equatable, CaseIterable {
+    case failClosed = "fail_closed"
+    case failOpen = "fail_open"
+    case reload
+}
+
+public struct PluginConfig: Sendable, Equatable {
+    public var name: String
+    /// Absolute path of the .wasm module (relative paths are resolved against the config file).
+    public var module: String
+    public var rootID: String
+    public var vmID: String
+    /// Passed to on_configure: a YAML string as is, any other YAML value as JSON.
+    public var configuration: String
+    public var environment: [String: String]
+    public var failurePolicy: FailurePolicy
+    public init(name: String, module: String, rootID: String = "", vmID: String = "", configuration: String = "", environment: [String: String] = [:], failurePolicy: FailurePolicy = .failClosed) {
+        self.name = name
+        self.module = module
+        self.rootID = rootID
+        self.vmID = vmID
+        self.configuration = configuration
+        self.environment = environment
+        self.failurePolicy = failurePolicy
+    }
+}
+
+public enum AccessLogFormat: String, Sendable, Equatable, CaseIterable {
+    case `default`, json, off
+}
+
+public struct AccessLogConfig: Sendable, Equatable {
+    public var format: AccessLogFormat
+    /// "-" for standard output, otherwise a file appended to.
+    public var path: String
+    public init(format: AccessLogFormat = .default, path: String = "-") {
+        self.format = format
+        self.path = path
+    }
+}

@@ -1,0 +1,610 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import SluiceConfig
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus any named in `Connection`.
+let hopByHopHeaders: Set<String> = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"]
+
+func stripHopByHop(_ headers: inout HTTPHeaders, keepUpgrade: Bool = false) {
+    for token in headers[canonicalForm: "connection"] {
+        let name = token.lowercased()
+        if keepUpgrade && name == "upgrade" { continue }
+        headers.remove(name: String(name))
+    }
+    for name in hopByHopHeaders {
+        if keepUpgrade && (name == "upgrade" || name == "connection") { continue }
+        headers.remove(name: name)
+    }
+}
+
+/// One request/response exchange on a downstream connection.
+final class Exchange {
+    let head: HTTPRequestHead
+    let route: CompiledRoute
+    let target: ClusterRoute
+    let cluster: ClusterRuntime
+    let state: ClusterLoopState
+    let start = Date()
+    let startDeadline = NIODeadline.now()
+    let requestID: String
+    let upstreamHead: HTTPRequestHead
+    let isUpgrade: Bool
+
+    /// Parts received before an upstream connection is ready, in order.
+    var pending: [HTTPServerRequestPart] = []
+    /// A copy of the body while it is small, so the request can be replayed on a retry.
+    var replay: [ByteBuffer]? = []
+    var replayBytes = 0
+    var requestComplete = false
+    var requestSent = false
+    var upstream: UpstreamConnection?
+    var endpointIndex: Int?
+    var attempts = 0
+    var isRetry = false
+    var responseStatus = 0
+    var responseHeadSent = false
+    var bytesReceived = 0
+    var bytesSent = 0
+    var timeout: Scheduled<Void>?
+    var flags = "-"
+    var upstreamAddress = "-"
+
+    init(head: HTTPRequestHead, route: CompiledRoute, target: ClusterRoute, cluster: ClusterRuntime, state: ClusterLoopState, requestID: String, upstreamHead: HTTPRequestHead, isUpgrade: Bool) {
+        self.head = head
+        self.route = route
+        self.target = target
+        self.cluster = cluster
+        self.state = state
+        self.requestID = requestID
+        self.upstreamHead = upstreamHead
+        self.isUpgrade = isUpgrade
+    }
+}
+
+/// The downstream side of an HTTP/1.1 listener: routes each request, drives one upstream
+/// exchange at a time (NIO's pipelining handler serialises pipelined requests), and moves
+/// bodies both ways with backpressure: neither side is read faster than the other can write.
+final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, UpstreamDelegate {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    static let replayLimit = 64 * 1024
+
+    private let listener: ListenerRuntime
+    private let worker: Worker
+    private var context: ChannelHandlerContext!
+    private var exchange: Exchange?
+    private var readPending = false
+    /// Requests after the current one are refused: the client asked to close, or we are draining.
+    private var closeAfterResponse = false
+    /// A local answer went out while the request body still arrives: drop the rest of it.
+    private var discardingBody = false
+    private var draining = false
+    private var idleTimer: Scheduled<Void>?
+    private var clientAddress = "-"
+    /// Completes when the latest response's end has been written to the socket.
+    private var lastResponseEnd: EventLoopFuture<Void>?
+
+    init(listener: ListenerRuntime, worker: Worker) {
+        self.listener = listener
+        self.worker = worker
+    }
+
+    // MARK: channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        clientAddress = context.channel.remoteAddress?.ipAddress ?? "-"
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        listener.stats.connectionsTotal.increment()
+        listener.stats.connectionsActive.increment()
+        armIdleTimer()
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        listener.stats.connectionsActive.decrement()
+        idleTimer?.cancel()
+        if let exchange {
+            // The client went away mid-exchange: the upstream connection is in an unknown state.
+            if exchange.responseStatus == 0 { exchange.flags = "downstream_reset" }
+            finish(exchange, reusable: false)
+        }
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            draining = true
+            closeAfterResponse = true
+            if exchange == nil && !discardingBody { context.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            idleTimer?.cancel()
+            requestHead(head)
+        case .body(let buffer):
+            listener.stats.bytesReceived.increment(by: buffer.readableBytes)
+            guard let exchange, !discardingBody else { return }
+            exchange.bytesReceived += buffer.readableBytes
+            if exchange.replay != nil {
+                exchange.replayBytes += buffer.readableBytes
+                if exchange.replayBytes > Self.replayLimit { exchange.replay = nil } else { exchange.replay!.append(buffer) }
+            }
+            if let upstream = exchange.upstream {
+                upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
+            } else {
+                exchange.pending.append(.body(buffer))
+            }
+        case .end(let trailers):
+            if discardingBody {
+                discardingBody = false
+                afterExchange()
+                return
+            }
+            guard let exchange else { return }
+            exchange.requestComplete = true
+            if let upstream = exchange.upstream {
+                sendRequestEnd(exchange, upstream, trailers)
+            } else {
+                exchange.pending.append(.end(trailers))
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        exchange?.upstream?.channel.flush()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { exchange?.upstream?.handler.resumeReading() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Backpressure on the request body: no more downstream reads while the upstream
+    /// connection is not ready or cannot take more bytes.
+    func read(context: ChannelHandlerContext) {
+        if let exchange, !discardingBody, exchange.upstream.map({ !$0.channel.isWritable }) ?? !exchange.requestComplete {
+            readPending = true
+            return
+        }
+        context.read()
+    }
+
+    private func resumeDownstreamReads() {
+        guard readPending else { return }
+        readPending = false
+        context.read()
+    }
+
+    // MARK: request start
+
+    private func requestHead(_ head: HTTPRequestHead) {
+        listener.stats.requests.increment()
+        if let problem = framingProblem(head) {
+            listener.stats.protocolErrors.increment()
+            closeAfterResponse = true
+            respondLocally(head: head, route: nil, status: problem.status, body: problem.message, flags: "invalid_framing")
+            return
+        }
+        if !head.isKeepAlive { closeAfterResponse = true }
+        let authority = head.headers.first(name: "host") ?? ""
+        if authority.isEmpty && head.version.minor >= 1 {
+            listener.stats.protocolErrors.increment()
+            closeAfterResponse = true
+            respondLocally(head: head, route: nil, status: .badRequest, body: "missing Host header\n", flags: "invalid_request")
+            return
+        }
+        guard let route = listener.router.route(method: head.method, authority: authority, path: head.uri, headers: head.headers) else {
+            respondLocally(head: head, route: nil, status: .notFound, body: "no route matched \(head.uri)\n", flags: "no_route")
+            return
+        }
+        route.stats.requests.increment()
+        switch route.config.action {
+        case .directResponse(let status, let body):
+            respondLocally(head: head, route: route, status: HTTPResponseStatus(statusCode: status), body: body, flags: "direct_response")
+        case .cluster(let target):
+            guard let cluster = route.cluster else { return }
+            startProxying(head: head, route: route, target: target, cluster: cluster, authority: authority)
+        }
+    }
+
+    /// Request smuggling defence: refuse any request whose body length two parsers could read
+    /// differently (RFC 9112 §6.3).
+    private func framingProblem(_ head: HTTPRequestHead) -> (status: HTTPResponseStatus, message: String)? {
+        let te = head.headers["transfer-encoding"]
+        let cl = head.headers["content-length"]
+        if !te.isEmpty && !cl.isEmpty {
+            return (.badRequest, "both Content-Length and Transfer-Encoding\n")
+        }
+        if !te.isEmpty {
+            let codings = te.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+            if codings != ["chunked"] {
+                return (codings.last == "chunked" ? .notImplemented : .badRequest, "unsupported Transfer-Encoding\n")
+            }
+            if head.version.minor == 0 { return (.badRequest, "Transfer-Encoding in HTTP/1.0\n") }
+        }
+        if !cl.isEmpty {
+            let values = Set(cl.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) })
+            if values.count != 1 || values.first.flatMap({ UInt64($0) }) == nil {
+                return (.badRequest, "invalid or conflicting Content-Length\n")
+            }
+        }
+        return nil
+    }
+
+    private func startProxying(head: HTTPRequestHead, route: CompiledRoute, target: ClusterRoute, cluster: ClusterRuntime, authority: String) {
+        var upstreamHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: route.rewrite(path: head.uri))
+        var headers = head.headers
+        let connectionTokens = headers[canonicalForm: "connection"].map { $0.lowercased() }
+        let isUpgrade = headers.contains(name: "upgrade") && connectionTokens.contains("upgrade")
+        stripHopByHop(&headers, keepUpgrade: isUpgrade)
+        if isUpgrade {
+            headers.replaceOrAdd(name: "connection", value: "upgrade")
+        }
+        // Expect: 100-continue is answered here, as Envoy does: the upstream sees a plain request.
+        var expectContinue = false
+        if headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+            headers.remove(name: "expect")
+            expectContinue = true
+        }
+        if let host = target.hostRewrite { headers.replaceOrAdd(name: "host", value: host) }
+        let xff = headers["x-forwarded-for"].joined(separator: ", ")
+        headers.replaceOrAdd(name: "x-forwarded-for", value: xff.isEmpty ? clientAddress : "\(xff), \(clientAddress)")
+        if !headers.contains(name: "x-forwarded-proto") { headers.add(name: "x-forwarded-proto", value: "http") }
+        var requestID = headers.first(name: "x-request-id") ?? ""
+        if requestID.isEmpty {
+            requestID = UUID().uuidString.lowercased()
+            headers.replaceOrAdd(name: "x-request-id", value: requestID)
+        }
+        upstreamHead.headers = headers
+
+        let state = worker.state(for: cluster)
+        let exchange = Exchange(head: head, route: route, target: target, cluster: cluster, state: state, requestID: requestID, upstreamHead: upstreamHead, isUpgrade: isUpgrade)
+        self.exchange = exchange
+        state.totalActiveRequests += 1
+        if expectContinue {
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+        }
+        attempt(exchange)
+    }
+
+    // MARK: upstream attempts
+
+    private func attempt(_ exchange: Exchange) {
+        let state = exchange.state
+        guard let index = state.pick(avoid: exchange.endpointIndex) else {
+            exchange.cluster.stats.noHealthyEndpoint.increment()
+            fail(exchange, status: .serviceUnavailable, body: "no healthy upstream\n", flags: "no_healthy_upstream")
+            return
+        }
+        exchange.attempts += 1
+        exchange.endpointIndex = index
+        let endpoint = exchange.cluster.endpoints[index]
+        exchange.upstreamAddress = endpoint.address.description
+        state.requestStarted(endpoint: index)
+        exchange.cluster.stats.requests.increment()
+        let pool = state.pools[index]
+        pool.acquire(endpointIndex: index, maxConnections: exchange.cluster.config.maxConnections, totalOpen: state.connectionCount).whenComplete { result in
+            guard self.exchange === exchange, exchange.upstream == nil else {
+                // The exchange ended (client gone) while we were connecting.
+                if case .success(let connection) = result { pool.release(connection) }
+                state.requestFinished(endpoint: index)
+                return
+            }
+            switch result {
+            case .success(let connection):
+                _ = endpoint.recordConnect(success: true, policy: exchange.cluster.config.outlierDetection, now: .now())
+                self.attach(exchange, connection)
+            case .failure(let error):
+                state.requestFinished(endpoint: index)
+                if error is EndpointPool.AcquireError {
+                    self.fail(exchange, status: .serviceUnavailable, body: "upstream connection limit reached\n", flags: "upstream_overflow")
+                    return
+                }
+                exchange.cluster.stats.connectFailures.increment()
+                if endpoint.recordConnect(success: false, policy: exchange.cluster.config.outlierDetection, now: .now()) {
+                    exchange.cluster.stats.outlierEjections.increment()
+                }
+                if self.retry(exchange, on: .connectFailure) { return }
+                self.fail(exchange, status: .badGateway, body: "upstream connect error\n", flags: "upstream_connect_failure")
+            }
+        }
+    }
+
+    /// Starts another attempt if the route's policy and the cluster's retry budget allow it.
+    private func retry(_ exchange: Exchange, on condition: RetryCondition) -> Bool {
+        guard let policy = exchange.target.retry, policy.on.contains(condition),
+              exchange.attempts <= policy.attempts, exchange.replay != nil,
+              exchange.state.mayRetry(policy: policy) else { return false }
+        exchange.cluster.stats.retries.increment()
+        if !exchange.isRetry {
+            exchange.isRetry = true
+            exchange.state.activeRetries += 1
+        }
+        rebuildPending(exchange)
+        attempt(exchange)
+        return true
+    }
+
+    /// After a failed attempt the request is replayed from the copy of its body.
+    private func rebuildPending(_ exchange: Exchange) {
+        guard let replay = exchange.replay else { return }
+        let queuedEnd = exchange.pending.first { if case .end = $0 { return true } else { return false } }
+        exchange.pending = replay.map { .body($0) }
+        if exchange.requestComplete { exchange.pending.append(queuedEnd ?? .end(nil)) }
+        exchange.requestSent = false
+    }
+
+    private func attach(_ exchange: Exchange, _ connection: UpstreamConnection) {
+        exchange.upstream = connection
+        connection.handler.delegate = self
+        connection.channel.write(HTTPClientRequestPart.head(exchange.upstreamHead), promise: nil)
+        let pending = exchange.pending
+        exchange.pending.removeAll()
+        for part in pending {
+            switch part {
+            case .head: break
+            case .body(let buffer): connection.channel.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
+            case .end(let trailers):
+                sendRequestEnd(exchange, connection, trailers)
+                return
+            }
+        }
+        connection.channel.flush()
+        resumeDownstreamReads()
+    }
+
+    private func sendRequestEnd(_ exchange: Exchange, _ connection: UpstreamConnection, _ trailers: HTTPHeaders?) {
+        exchange.requestSent = true
+        connection.channel.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
+        // The route timeout runs from the moment the whole request is upstream until the
+        // response head arrives (see docs/CONFIG.md).
+        if exchange.timeout == nil && exchange.responseStatus == 0 && !exchange.isUpgrade {
+            let timeout = exchange.target.timeout.timeAmount
+            exchange.timeout = context.eventLoop.scheduleTask(in: timeout) { [weak self, weak exchange] in
+                guard let self, let exchange, self.exchange === exchange, exchange.responseStatus == 0 else { return }
+                exchange.cluster.stats.timeouts.increment()
+                self.fail(exchange, status: .gatewayTimeout, body: "upstream request timeout\n", flags: "upstream_timeout")
+            }
+        }
+    }
+
+    // MARK: UpstreamDelegate
+
+    var downstreamWritable: Bool { context.channel.isWritable }
+
+    func upstreamRead(_ part: HTTPClientResponsePart) {
+        guard let exchange, let connection = exchange.upstream else { return }
+        switch part {
+        case .head(var head):
+            let status = Int(head.status.code)
+            let policy = exchange.cluster.config.outlierDetection
+            if exchange.cluster.endpoints[connection.endpointIndex].recordResponse(status: status, policy: policy, now: .now()) {
+                exchange.cluster.stats.outlierEjections.increment()
+            }
+            exchange.cluster.stats.responses.record(status: status)
+            if status >= 500 && exchange.requestComplete && exchange.target.retry?.on.contains(.serverError) == true {
+                let checkRetry = exchange.target.retry!
+                if exchange.attempts <= checkRetry.attempts && exchange.replay != nil && exchange.state.mayRetry(policy: checkRetry) {
+                    detachUpstream(exchange, reusable: false)
+                    _ = retry(exchange, on: .serverError)
+                    return
+                }
+            }
+            exchange.timeout?.cancel()
+            exchange.timeout = nil
+            exchange.responseStatus = status
+            if exchange.isUpgrade && head.status == .switchingProtocols {
+                startTunnel(exchange, connection, head)
+                return
+            }
+            // A refused upgrade leaves the request parser in upgrade mode: the connection ends here.
+            if exchange.isUpgrade { closeAfterResponse = true }
+            stripHopByHop(&head.headers)
+            head.version = exchange.head.version
+            if closeAfterResponse || !exchange.requestComplete { head.headers.replaceOrAdd(name: "connection", value: "close") }
+            exchange.responseHeadSent = true
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+        case .body(let buffer):
+            guard exchange.responseHeadSent else { return }
+            exchange.bytesSent += buffer.readableBytes
+            listener.stats.bytesSent.increment(by: buffer.readableBytes)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        case .end(let trailers):
+            guard exchange.responseHeadSent else { return }
+            let reusable = exchange.requestSent
+            if !exchange.requestComplete { closeAfterResponse = true }
+            lastResponseEnd = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
+            finish(exchange, reusable: reusable)
+        }
+    }
+
+    func upstreamReadComplete() {
+        context.flush()
+    }
+
+    func upstreamClosed(_ connection: UpstreamConnection) {
+        guard let exchange, exchange.upstream === connection else { return }
+        exchange.upstream = nil
+        exchange.state.requestFinished(endpoint: connection.endpointIndex)
+        if exchange.responseHeadSent {
+            // Mid-response reset: HTTP/1.1 can only tell the client by closing.
+            exchange.flags = "upstream_reset_after_headers"
+            finish(exchange, reusable: false)
+            context.close(promise: nil)
+            return
+        }
+        if exchange.responseStatus == 0 && connection.reused && exchange.replay != nil {
+            // A pooled connection the upstream closed while idle: replay on a fresh one.
+            rebuildPending(exchange)
+            exchange.attempts -= 1
+            attempt(exchange)
+            return
+        }
+        if retry(exchange, on: .connectFailure) { return }
+        fail(exchange, status: .badGateway, body: "upstream connection reset before response\n", flags: "upstream_reset")
+    }
+
+    func upstreamWritabilityChanged(writable: Bool) {
+        if writable { resumeDownstreamReads() }
+    }
+
+    // MARK: tunnels (HTTP upgrade, e.g. WebSocket)
+
+    private func startTunnel(_ exchange: Exchange, _ connection: UpstreamConnection, _ head: HTTPResponseHead) {
+        var response = head
+        response.version = exchange.head.version
+        exchange.responseHeadSent = true
+        exchange.flags = "upgrade"
+        let downstream = context.channel
+        let upstream = connection.channel
+        connection.handler.delegate = nil
+        connection.handler.onClose = nil
+        exchange.upstream = nil
+        exchange.state.requestFinished(endpoint: connection.endpointIndex)
+        logAndCount(exchange)
+        self.exchange = nil
+        exchange.state.totalActiveRequests -= 1
+        context.writeAndFlush(wrapOutboundOut(.head(response))).whenComplete { _ in
+            Tunnel.splice(downstream: downstream, upstream: upstream, stats: self.listener.stats, clusterStats: exchange.cluster.stats)
+        }
+    }
+
+    // MARK: finishing
+
+    private func detachUpstream(_ exchange: Exchange, reusable: Bool) {
+        guard let connection = exchange.upstream else { return }
+        exchange.upstream = nil
+        exchange.state.requestFinished(endpoint: connection.endpointIndex)
+        let pool = exchange.state.pools[connection.endpointIndex]
+        if reusable { pool.release(connection) } else { pool.discard(connection) }
+    }
+
+    /// Answers with an error if nothing was sent yet; otherwise the client learns by a close.
+    private func fail(_ exchange: Exchange, status: HTTPResponseStatus, body: String, flags: String) {
+        exchange.flags = flags
+        detachUpstream(exchange, reusable: false)
+        if exchange.responseHeadSent {
+            finish(exchange, reusable: false)
+            context.close(promise: nil)
+            return
+        }
+        exchange.responseStatus = Int(status.code)
+        exchange.bytesSent += body.utf8.count
+        if !exchange.requestComplete { closeAfterResponse = true }
+        writeLocalResponse(version: exchange.head.version, status: status, body: body, requestID: exchange.requestID)
+        finish(exchange, reusable: false)
+    }
+
+    private func finish(_ exchange: Exchange, reusable: Bool) {
+        guard self.exchange === exchange else { return }
+        exchange.timeout?.cancel()
+        detachUpstream(exchange, reusable: reusable && !exchange.isUpgrade)
+        if exchange.isRetry { exchange.state.activeRetries -= 1 }
+        exchange.state.totalActiveRequests -= 1
+        logAndCount(exchange)
+        self.exchange = nil
+        if context.channel.isActive { afterExchange() }
+    }
+
+    private func logAndCount(_ exchange: Exchange) {
+        let status = exchange.responseStatus
+        if status > 0 {
+            listener.stats.responses.record(status: status)
+            exchange.route.stats.responses.record(status: status)
+        }
+        guard worker.accessLog.enabled else { return }
+        worker.accessLog.record(AccessLogEntry(
+            start: exchange.start, durationMs: Double((NIODeadline.now() - exchange.startDeadline).nanoseconds) / 1e6,
+            clientAddress: clientAddress, method: exchange.head.method.rawValue, path: exchange.head.uri,
+            version: "HTTP/\(exchange.head.version.major).\(exchange.head.version.minor)",
+            authority: exchange.head.headers.first(name: "host") ?? "-", status: status,
+            bytesReceived: exchange.bytesReceived, bytesSent: exchange.bytesSent, listener: listener.config.name,
+            route: exchange.route.config.name, upstream: exchange.upstreamAddress, requestID: exchange.requestID,
+            userAgent: exchange.head.headers.first(name: "user-agent") ?? "-", flags: exchange.flags))
+    }
+
+    /// Between requests: close if asked to, otherwise wait (idle timer) for the next one.
+    private func afterExchange() {
+        if closeAfterResponse && !discardingBody {
+            // Close only once the last response has been written out, so it is not lost.
+            let channel = context.channel
+            if let written = lastResponseEnd {
+                written.whenComplete { _ in channel.close(promise: nil) }
+            } else {
+                channel.close(promise: nil)
+            }
+            return
+        }
+        armIdleTimer()
+        resumeDownstreamReads()
+    }
+
+    private func armIdleTimer() {
+        idleTimer?.cancel()
+        let timeout = listener.config.idleTimeout.timeAmount
+        idleTimer = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
+            guard let self, self.exchange == nil else { return }
+            self.context.close(promise: nil)
+        }
+    }
+
+    // MARK: local responses
+
+    private func respondLocally(head: HTTPRequestHead, route: CompiledRoute?, status: HTTPResponseStatus, body: String, flags: String) {
+        let requestID = head.headers.first(name: "x-request-id") ?? UUID().uuidString.lowercased()
+        // If a body may still be on its way, read and drop it so the connection stays usable;
+        // a client waiting on 100-continue will not send it, so close instead.
+        let hasBody = head.headers.contains(name: "transfer-encoding") || (head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0) > 0
+        if hasBody {
+            if head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) || flags == "invalid_framing" {
+                closeAfterResponse = true
+            } else {
+                discardingBody = true
+            }
+        } else {
+            discardingBody = true  // until `.end`, which follows the head at once
+        }
+        writeLocalResponse(version: head.version, status: status, body: body, requestID: requestID)
+        let code = Int(status.code)
+        listener.stats.responses.record(status: code)
+        route?.stats.responses.record(status: code)
+        if worker.accessLog.enabled {
+            worker.accessLog.record(AccessLogEntry(
+                start: Date(), durationMs: 0, clientAddress: clientAddress, method: head.method.rawValue, path: head.uri,
+                version: "HTTP/\(head.version.major).\(head.version.minor)", authority: head.headers.first(name: "host") ?? "-",
+                status: code, bytesReceived: 0, bytesSent: body.utf8.count, listener: listener.config.name,
+                route: route?.config.name ?? "-", upstream: "-", requestID: requestID,
+                userAgent: head.headers.first(name: "user-agent") ?? "-", flags: flags))
+        }
+        if flags == "invalid_framing" {
+            discardingBody = false
+            afterExchange()
+        }
+    }
+
+    private func writeLocalResponse(version: HTTPVersion, status: HTTPResponseStatus, body: String, requestID: String) {
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+        headers.add(name: "content-length", value: String(body.utf8.count))
+        headers.add(name: "x-request-id", value: requestID)
+        if closeAfterResponse { headers.add(name: "connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
+        if !body.isEmpty {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        }
+        lastResponseEnd = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        listener.stats.bytesSent.increment(by: body.utf8.count)
+    }
+}

@@ -1,0 +1,78 @@
+import NIOCore
+import SluiceConfig
+
+/// A listener's immutable, shared part: config, stats and compiled routes.
+final class ListenerRuntime: Sendable {
+    let config: ListenerConfig
+    let stats: ListenerStats
+    let router: Router
+    let tcpCluster: ClusterRuntime?
+
+    init(config: ListenerConfig, stats: StatsRegistry, clusters: [String: ClusterRuntime]) {
+        self.config = config
+        self.stats = stats.listeners[config.name]!
+        self.router = Router(routes: config.routes.map { route in
+            var cluster: ClusterRuntime?
+            if case .cluster(let target) = route.action { cluster = clusters[target.cluster] }
+            return CompiledRoute(config: route, stats: stats.route(listener: config.name, route: route.name)!, cluster: cluster)
+        })
+        self.tcpCluster = config.tcpCluster.flatMap { clusters[$0] }
+    }
+}
+
+/// Per-event-loop state: each worker owns its load-balancer state, keep-alive pools and
+/// access-log buffer, so the request path never takes a lock.
+final class Worker: @unchecked Sendable {
+    // @unchecked: every mutable member is confined to `eventLoop`.
+    let eventLoop: EventLoop
+    let clusters: [String: ClusterLoopState]
+    let accessLog: AccessLogBuffer
+
+    init(eventLoop: EventLoop, clusters: [String: ClusterRuntime], accessLog: AccessLogSink) {
+        self.eventLoop = eventLoop
+        self.clusters = clusters.mapValues { ClusterLoopState(runtime: $0, eventLoop: eventLoop) }
+        self.accessLog = AccessLogBuffer(sink: accessLog, eventLoop: eventLoop)
+    }
+
+    func state(for cluster: ClusterRuntime) -> ClusterLoopState { clusters[cluster.config.name]! }
+}
+
+/// Everything one configuration needs at run time, shared by all workers.
+final class ProxyRuntime: Sendable {
+    let config: SluiceConfiguration
+    let stats: StatsRegistry
+    let clusters: [String: ClusterRuntime]
+    let listeners: [String: ListenerRuntime]
+    private let workers: [ObjectIdentifier: Worker]
+
+    init(config: SluiceConfiguration, eventLoops: [EventLoop]) {
+        self.config = config
+        let stats = StatsRegistry(
+            listeners: config.listeners.map(\.name),
+            routes: config.listeners.flatMap { l in l.routes.map { (l.name, $0.name) } },
+            clusters: config.clusters.map(\.name)
+        )
+        self.stats = stats
+        var clusters: [String: ClusterRuntime] = [:]
+        for c in config.clusters { clusters[c.name] = ClusterRuntime(config: c, stats: stats.clusters[c.name]!) }
+        self.clusters = clusters
+        var listeners: [String: ListenerRuntime] = [:]
+        for l in config.listeners { listeners[l.name] = ListenerRuntime(config: l, stats: stats, clusters: clusters) }
+        self.listeners = listeners
+        let sink = AccessLogSink(config: config.accessLog)
+        var workers: [ObjectIdentifier: Worker] = [:]
+        for loop in eventLoops { workers[ObjectIdentifier(loop)] = Worker(eventLoop: loop, clusters: clusters, accessLog: sink) }
+        self.workers = workers
+    }
+
+    func worker(for loop: EventLoop) -> Worker { workers[ObjectIdentifier(loop)]! }
+
+    var allWorkers: [Worker] { Array(workers.values) }
+
+    func endpointHealth() -> [(cluster: String, endpoint: String, healthy: Bool, ejected: Bool)] {
+        let now = NIODeadline.now()
+        return config.clusters.flatMap { c in
+            clusters[c.name]!.endpoints.map { (c.name, $0.address.description, $0.isHealthy, $0.isEjected(now: now)) }
+        }
+    }
+}

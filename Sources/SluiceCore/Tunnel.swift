@@ -1,0 +1,127 @@
+import NIOCore
+import NIOHTTP1
+
+/// Copies bytes from its channel to a peer channel with backpressure: it stops reading while
+/// the peer cannot write, and propagates half-close (a FIN becomes a shutdown of the peer's
+/// output), which protocols like `nc -q` or TLS close_notify-less clients rely on.
+final class SpliceHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    var peer: Channel?
+    /// Counts bytes read from this side.
+    let bytesRead: Counter?
+    private var readPending = false
+    private var context: ChannelHandlerContext?
+    private var inputClosed = false
+    private var peerInputClosed = false
+    let onClose: (() -> Void)?
+
+    init(peer: Channel?, bytesRead: Counter?, onClose: (() -> Void)? = nil) {
+        self.peer = peer
+        self.bytesRead = bytesRead
+        self.onClose = onClose
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        bytesRead?.increment(by: buffer.readableBytes)
+        peer?.write(buffer, promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        peer?.flush()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let peer, !peer.isWritable {
+            readPending = true
+            return
+        }
+        context.read()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, let peer {
+            // Our side drained: let the peer read again.
+            peer.pipeline.handler(type: SpliceHandler.self).whenSuccess { $0.resume() }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func resume() {
+        guard readPending, let context else { return }
+        readPending = false
+        context.read()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event {
+            inputClosed = true
+            // Half-close: pass the FIN on once everything read so far is written.
+            if let peer {
+                peer.writeAndFlush(ByteBuffer()).whenComplete { _ in peer.close(mode: .output, promise: nil) }
+                peer.pipeline.handler(type: SpliceHandler.self).whenSuccess { other in
+                    other.peerInputClosed = true
+                    if other.inputClosed { context.close(promise: nil); peer.close(promise: nil) }
+                }
+            }
+            if peerInputClosed { context.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        peer?.close(promise: nil)
+        onClose?()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}
+
+enum Tunnel {
+    /// Turns an upgraded HTTP exchange into a raw byte tunnel: both pipelines lose their HTTP
+    /// handlers and gain a SpliceHandler pointing at the other.
+    static func splice(downstream: Channel, upstream: Channel, stats: ListenerStats, clusterStats: ClusterStats) {
+        guard downstream.isActive, upstream.isActive else {
+            downstream.close(promise: nil)
+            upstream.close(promise: nil)
+            return
+        }
+        let down = SpliceHandler(peer: upstream, bytesRead: stats.bytesReceived)
+        let up = SpliceHandler(peer: downstream, bytesRead: clusterStats.bytesReceived)
+        do {
+            // Splice handlers go last, then the HTTP handlers are removed front to back of
+            // the inbound path, so bytes a decoder had buffered flow on into the splice.
+            let dp = downstream.pipeline.syncOperations
+            try dp.addHandler(down)
+            for h in [try dp.handler(type: HTTPProxyHandler.self) as RemovableChannelHandler,
+                      try dp.handler(type: DownstreamErrorHandler.self),
+                      try dp.handler(type: HTTPServerPipelineHandler.self)] {
+                _ = dp.removeHandler(h)
+            }
+            _ = dp.removeHandler(try dp.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self))
+            _ = dp.removeHandler(try dp.handler(type: HTTPResponseEncoder.self))
+
+            let up_ = upstream.pipeline.syncOperations
+            try up_.addHandler(up)
+            _ = up_.removeHandler(try up_.handler(type: UpstreamHandler.self))
+            _ = up_.removeHandler(try up_.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self))
+            _ = up_.removeHandler(try up_.handler(type: HTTPRequestEncoder.self))
+            _ = downstream.setOption(.allowRemoteHalfClosure, value: true)
+            _ = upstream.setOption(.allowRemoteHalfClosure, value: true)
+            downstream.read()
+            upstream.read()
+        } catch {
+            downstream.close(promise: nil)
+            upstream.close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,144 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SluiceConfig
+import SluiceCore
+
+@main
+struct Sluice: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sluice",
+        abstract: "An edge reverse proxy that hosts Proxy-Wasm filters.",
+        version: SluiceVersion.string,
+        subcommands: [Run.self, Validate.self, DemoUpstreamCommand.self],
+        defaultSubcommand: Run.self
+    )
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the proxy on a config file.")
+
+    @Option(name: [.short, .customLong("config")], help: "Path of the Sluice YAML config.")
+    var config: String
+
+    @Option(help: "Worker threads (event loops); default: one per core.")
+    var workers: Int = System.coreCount
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        let logger = makeLogger(logLevel)
+        let parsed: SluiceConfiguration
+        do {
+            parsed = try ConfigLoader.load(file: config)
+        } catch {
+            FileHandle.standardError.write(Data((error.description + "\n").utf8))
+            throw ExitCode(1)
+        }
+        if let problem = unsupportedAtRuntime(parsed) {
+            FileHandle.standardError.write(Data("\(config): error: \(problem)\n".utf8))
+            throw ExitCode(1)
+        }
+        let server = SluiceServer(config: parsed, workers: workers, logger: logger)
+        do {
+            try await server.start()
+        } catch {
+            FileHandle.standardError.write(Data("sluice: cannot start: \(error)\n".utf8))
+            await server.shutdown(drainTimeout: .zero)
+            throw ExitCode(1)
+        }
+        let signal = await waitForTerminationSignal()
+        logger.info("draining", metadata: ["signal": "\(signal)", "timeout": "\(parsed.drainTimeout)"])
+        await server.shutdown()
+        logger.info("stopped")
+    }
+}
+
+/// Plugins are parsed and validated, but the Proxy-Wasm host that runs them is not part of
+/// this build yet: refusing to start beats silently serving without the filters.
+func unsupportedAtRuntime(_ config: SluiceConfiguration) -> String? {
+    for listener in config.listeners where !listener.httpFilters.isEmpty {
+        return "listener '\(listener.name)' uses http_filters, but this build has no Proxy-Wasm host yet (see docs/SUPPORT.md)"
+    }
+    return nil
+}
+
+struct Validate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check a config file and report every problem with its line and key path.")
+
+    @Argument(help: "Path of the Sluice YAML config.")
+    var file: String
+
+    func run() throws {
+        do {
+            let config = try ConfigLoader.load(file: file)
+            print("\(file): ok (\(config.listeners.count) listeners, \(config.clusters.count) clusters, \(config.plugins.count) plugins)")
+        } catch {
+            print(error.description)
+            FileHandle.standardError.write(Data("\(file): \(error.diagnostics.count) error(s)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct DemoUpstreamCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "demo-upstream", abstract: "Run a small origin server that echoes what it receives as JSON.")
+
+    @Option(help: "host:port to listen on.")
+    var listen: String = "127.0.0.1:8081"
+
+    @Option(help: "Name reported in responses.")
+    var name: String = "demo"
+
+    func run() async throws {
+        guard let address = HostPort.parse(listen) else {
+            throw ValidationError("--listen expects host:port")
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let channel = try await DemoUpstream.start(host: address.host, port: address.port, name: name, group: group)
+        print("demo upstream '\(name)' on \(listen)")
+        _ = await waitForTerminationSignal()
+        try? await channel.close()
+    }
+}
+
+func makeLogger(_ level: String) -> Logger {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = Logger.Level(rawValue: level) ?? .info
+        return handler
+    }
+    return Logger(label: "sluice")
+}
+
+/// Suspends until SIGTERM or SIGINT arrives.
+func waitForTerminationSignal() async -> String {
+    await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
+        let once = SignalOnce(continuation)
+        for (sig, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { once.fire(name) }
+            source.resume()
+            once.keep(source)
+        }
+    }
+}
+
+final class SignalOnce: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<String, Never>?
+    private var sources: [DispatchSourceSignal] = []
+    init(_ c: CheckedContinuation<String, Never>) { continuation = c }
+    func keep(_ s: DispatchSourceSignal) { lock.withLock { sources.append(s) } }
+    func fire(_ name: String) {
+        let c: CheckedContinuation<String, Never>? = lock.withLock {
+            defer { continuation = nil }
+            return continuation
+        }
+        c?.resume(returning: name)
+    }
+}
