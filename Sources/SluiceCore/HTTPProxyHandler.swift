@@ -71,6 +71,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     typealias OutboundOut = HTTPServerResponsePart
 
     static let replayLimit = 64 * 1024
+    static let discardLimit = 1 << 20
 
     private let listener: ListenerRuntime
     private let worker: Worker
@@ -81,6 +82,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     private var closeAfterResponse = false
     /// A local answer went out while the request body still arrives: drop the rest of it.
     private var discardingBody = false
+    private var discardedBytes = 0
     private var draining = false
     private var idleTimer: Scheduled<Void>?
     private var clientAddress = "-"
@@ -134,7 +136,12 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             requestHead(head)
         case .body(let buffer):
             listener.stats.bytesReceived.increment(by: buffer.readableBytes)
-            guard let exchange, !discardingBody else { return }
+            if discardingBody {
+                discardedBytes += buffer.readableBytes
+                if discardedBytes > Self.discardLimit { context.close(promise: nil) }
+                return
+            }
+            guard let exchange else { return }
             exchange.bytesReceived += buffer.readableBytes
             if exchange.replay != nil {
                 exchange.replayBytes += buffer.readableBytes
@@ -424,7 +431,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         case .end(let trailers):
             guard exchange.responseHeadSent else { return }
             let reusable = exchange.requestSent
-            if !exchange.requestComplete { closeAfterResponse = true }
+            if !exchange.requestComplete { discardRestOfRequest() }
             lastResponseEnd = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
             finish(exchange, reusable: reusable)
         }
@@ -502,7 +509,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         }
         exchange.responseStatus = Int(status.code)
         exchange.bytesSent += body.utf8.count
-        if !exchange.requestComplete { closeAfterResponse = true }
+        if !exchange.requestComplete { discardRestOfRequest() }
         writeLocalResponse(version: exchange.head.version, status: status, body: body, requestID: exchange.requestID)
         finish(exchange, reusable: false)
     }
@@ -536,6 +543,14 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     }
 
     /// Between requests: close if asked to, otherwise wait (idle timer) for the next one.
+    /// The response is complete but the request body is still arriving: read and drop it so
+    /// the connection stays usable (closing with unread bytes would reset the connection and
+    /// could destroy the response in flight), up to a limit past which we close instead.
+    private func discardRestOfRequest() {
+        discardingBody = true
+        discardedBytes = 0
+    }
+
     private func afterExchange() {
         if closeAfterResponse && !discardingBody {
             // Close only once the last response has been written out, so it is not lost.
@@ -567,15 +582,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         // If a body may still be on its way, read and drop it so the connection stays usable;
         // a client waiting on 100-continue will not send it, so close instead.
         let hasBody = head.headers.contains(name: "transfer-encoding") || (head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0) > 0
-        if hasBody {
-            if head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) || flags == "invalid_framing" {
-                closeAfterResponse = true
-            } else {
-                discardingBody = true
-            }
-        } else {
-            discardingBody = true  // until `.end`, which follows the head at once
+        if hasBody && (head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) || flags == "invalid_framing") {
+            closeAfterResponse = true
         }
+        // Until `.end` (which follows at once when there is no body), request bytes are dropped.
+        discardRestOfRequest()
         writeLocalResponse(version: head.version, status: status, body: body, requestID: requestID)
         let code = Int(status.code)
         listener.stats.responses.record(status: code)

@@ -154,7 +154,9 @@ final class EndpointPool {
             stats.connectionsTotal.increment()
             stats.connectionsActive.increment()
             let connection = UpstreamConnection(channel: channel, endpointIndex: endpointIndex, handler: handler)
-            handler.onClose = { [weak self, unowned connection] in
+            // Strong capture of `connection`: the cycle handler → onClose → connection → handler
+            // is broken when the channel closes and `onClose` is cleared.
+            handler.onClose = { [weak self] in
                 stats.connectionsActive.decrement()
                 connection.closed = true
                 connection.idleTimer?.cancel()
