@@ -49,6 +49,8 @@ final class Exchange {
     var timeout: Scheduled<Void>?
     var flags = "-"
     var upstreamAddress = "-"
+    /// The upstream agreed to an upgrade; the tunnel starts when its 101 is complete.
+    var tunnelPending = false
 
     init(head: HTTPRequestHead, route: CompiledRoute, target: ClusterRoute, cluster: ClusterRuntime, state: ClusterLoopState, requestID: String, upstreamHead: HTTPRequestHead, isUpgrade: Bool) {
         self.head = head
@@ -413,7 +415,14 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             exchange.timeout = nil
             exchange.responseStatus = status
             if exchange.isUpgrade && head.status == .switchingProtocols {
-                startTunnel(exchange, connection, head)
+                // The decoder delivers `.end` right after this head; the tunnel starts there.
+                var response = head
+                response.version = exchange.head.version
+                exchange.responseHeadSent = true
+                exchange.tunnelPending = true
+                exchange.flags = "upgrade"
+                context.write(wrapOutboundOut(.head(response)), promise: nil)
+                lastResponseEnd = context.writeAndFlush(wrapOutboundOut(.end(nil)))
                 return
             }
             // A refused upgrade leaves the request parser in upgrade mode: the connection ends here.
@@ -430,6 +439,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
             guard exchange.responseHeadSent else { return }
+            if exchange.tunnelPending {
+                startTunnel(exchange, connection)
+                return
+            }
             let reusable = exchange.requestSent
             if !exchange.requestComplete { discardRestOfRequest() }
             lastResponseEnd = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
@@ -469,22 +482,25 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
 
     // MARK: tunnels (HTTP upgrade, e.g. WebSocket)
 
-    private func startTunnel(_ exchange: Exchange, _ connection: UpstreamConnection, _ head: HTTPResponseHead) {
-        var response = head
-        response.version = exchange.head.version
-        exchange.responseHeadSent = true
-        exchange.flags = "upgrade"
+    /// Hands both connections over to a byte tunnel once the 101 is written. Deferred to the
+    /// next event-loop tick so that no HTTP decoder is still mid-call when it is removed.
+    private func startTunnel(_ exchange: Exchange, _ connection: UpstreamConnection) {
         let downstream = context.channel
         let upstream = connection.channel
         connection.handler.delegate = nil
         connection.handler.onClose = nil
         exchange.upstream = nil
         exchange.state.requestFinished(endpoint: connection.endpointIndex)
+        exchange.state.totalActiveRequests -= 1
+        exchange.cluster.stats.connectionsActive.decrement()  // the tunnel no longer counts as pooled
         logAndCount(exchange)
         self.exchange = nil
-        exchange.state.totalActiveRequests -= 1
-        context.writeAndFlush(wrapOutboundOut(.head(response))).whenComplete { _ in
-            Tunnel.splice(downstream: downstream, upstream: upstream, stats: self.listener.stats, clusterStats: exchange.cluster.stats)
+        let written = lastResponseEnd ?? context.eventLoop.makeSucceededVoidFuture()
+        let listenerStats = listener.stats
+        context.eventLoop.execute {
+            written.whenComplete { _ in
+                Tunnel.splice(downstream: downstream, upstream: upstream, stats: listenerStats, clusterStats: exchange.cluster.stats)
+            }
         }
     }
 

@@ -109,12 +109,14 @@ enum Tunnel {
             }
             _ = dp.removeHandler(try dp.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self))
             _ = dp.removeHandler(try dp.handler(type: HTTPResponseEncoder.self))
+            if let validator = try? dp.handler(type: NIOHTTPResponseHeadersValidator.self) { _ = dp.removeHandler(validator) }
 
             let up_ = upstream.pipeline.syncOperations
             try up_.addHandler(up)
             _ = up_.removeHandler(try up_.handler(type: UpstreamHandler.self))
             _ = up_.removeHandler(try up_.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self))
             _ = up_.removeHandler(try up_.handler(type: HTTPRequestEncoder.self))
+            if let validator = try? up_.handler(type: NIOHTTPRequestHeadersValidator.self) { _ = up_.removeHandler(validator) }
             _ = downstream.setOption(.allowRemoteHalfClosure, value: true)
             _ = upstream.setOption(.allowRemoteHalfClosure, value: true)
             downstream.read()

@@ -6,11 +6,11 @@ import Glibc
 /// A deliberately small blocking HTTP/1.1 client over a raw socket. Tests need to send bytes
 /// no well-behaved client would (malformed lines, smuggling attempts, pipelined batches) and
 /// to see exactly what comes back, so nothing here is clever.
-final class RawHTTPClient {
+final class RawHTTPClient: @unchecked Sendable {  // used from one thread at a time
     let fd: Int32
     private var buffer: [UInt8] = []
 
-    struct Response {
+    struct Response: Sendable {
         var status: Int
         var headers: [(String, String)]
         var body: [UInt8]

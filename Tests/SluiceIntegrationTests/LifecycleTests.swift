@@ -1,0 +1,87 @@
+import Foundation
+import XCTest
+
+/// The binary as operators run it: graceful drain on SIGTERM, refusal to start on bad config,
+/// and the admin API.
+final class LifecycleTests: XCTestCase {
+    func testGracefulDrainFinishesTheRequestInFlight() async throws {
+        let upstream = try await TestUpstream.start(name: "u", group: testGroup)
+        let port = SluiceProcess.freePort(), admin = SluiceProcess.freePort()
+        let sluice = try SluiceProcess(config: """
+            admin: { address: "127.0.0.1:\(admin)" }
+            drain_timeout: 10s
+            listeners:
+              - { name: main, address: "127.0.0.1:\(port)", routes: [{ match: { prefix: / }, cluster: u }] }
+            clusters:
+              - { name: u, endpoints: ["127.0.0.1:\(upstream.port)"] }
+            """)
+        try sluice.waitReady(adminPort: admin)
+        // An idle keep-alive connection, and one with a slow request in flight.
+        let idle = try RawHTTPClient(port: port)
+        XCTAssertEqual(try idle.request("GET", "/warm").status, 200)
+        let inFlight = try RawHTTPClient(port: port, timeout: 10)
+        try inFlight.send("GET /slow/800 HTTP/1.1\r\nHost: a\r\n\r\n")
+        XCTAssertTrue(eventually { upstream.requests.load(ordering: .relaxed) == 2 }, "the slow request reached the upstream")
+
+        sluice.terminate(signal: SIGTERM)
+        // New connections are refused once the listener is closed.
+        XCTAssertTrue(eventually { (try? RawHTTPClient(port: port, timeout: 1)) == nil }, "the listener stops accepting")
+        XCTAssertTrue(idle.isClosedByPeer(), "idle keep-alive connections are closed at once")
+
+        let response = try await blocking { try inFlight.readResponse().0 }
+        XCTAssertEqual(response.status, 200, "the request in flight completes during the drain")
+        XCTAssertTrue(response.text.hasPrefix("slow 800"))
+        XCTAssertEqual(response.header("connection"), "close", "and is told the connection ends")
+        XCTAssertEqual(sluice.waitExit(), 0, "sluice exits cleanly after draining")
+        await upstream.stop()
+    }
+
+    func testRunRefusesAnInvalidConfigWithItsPosition() throws {
+        let sluice = try SluiceProcess(config: """
+            listeners:
+              - name: main
+                address: 127.0.0.1:1
+                routes: [{ match: { prefix: / }, cluster: missing }]
+            """)
+        XCTAssertEqual(sluice.waitExit(), 1)
+        let err = String(decoding: sluice.stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertTrue(err.contains(":4:") && err.contains("listeners[0].routes[0].cluster") && err.contains("unknown cluster 'missing'"), err)
+    }
+
+    func testAdminEndpoints() async throws {
+        let upstream = try await TestUpstream.start(name: "u", group: testGroup)
+        let proxy = try await ProxyUnderTest.start("""
+            listeners:
+              - { name: main, address: "127.0.0.1:0", routes: [{ name: all, match: { prefix: / }, cluster: u }] }
+            clusters:
+              - { name: u, endpoints: ["127.0.0.1:{{u}}"] }
+            """, ports: ["u": upstream.port])
+        let port = proxy.port(), admin = proxy.adminPort
+        try await blocking {
+            XCTAssertEqual(try httpGet(admin, "/ready").text, "LIVE\n")
+            for path in ["/a", "/b", "/status/500"] { _ = try httpGet(port, path) }
+            let stats = try httpGet(admin, "/stats")
+            XCTAssertEqual(stats.header("content-type"), "text/plain; version=0.0.4")
+            for line in [
+                "sluice_listener_requests_total{listener=\"main\"} 3",
+                "sluice_listener_responses_total{listener=\"main\",class=\"2xx\"} 2",
+                "sluice_listener_responses_total{listener=\"main\",class=\"5xx\"} 1",
+                "sluice_route_requests_total{listener=\"main\",route=\"all\"} 3",
+                "sluice_cluster_requests_total{cluster=\"u\"} 3",
+                "sluice_cluster_upstream_connections_active{cluster=\"u\"} ",
+                "# TYPE sluice_listener_connections_active gauge",
+            ] {
+                XCTAssertTrue(stats.text.contains(line), "missing \(line)")
+            }
+            let dump = try httpGet(admin, "/config_dump")
+            XCTAssertEqual(dump.header("content-type"), "application/json")
+            let json = try JSONSerialization.jsonObject(with: Data(dump.body)) as! [String: Any]
+            let clusters = json["clusters"] as! [[String: Any]]
+            XCTAssertEqual(clusters.first?["name"] as? String, "u")
+            XCTAssertEqual(clusters.first?["lb"] as? String, "round_robin", "defaults are filled in")
+            XCTAssertEqual(try httpGet(admin, "/nope").status, 404)
+        }
+        await proxy.stop()
+        await upstream.stop()
+    }
+}
