@@ -144,7 +144,9 @@ struct ConfigDecoder {
                 if let n = m.node(key) { reader.report(n, m.keyPath(key), "'\(key)' is for http listeners; a tcp listener forwards to 'cluster'") }
             }
         }
-        guard name != nil, address != nil else { return nil }
+        // Kept even with a bad address so its routes are still cross-checked; any diagnostic
+        // already makes the whole config invalid.
+        guard name != nil else { return nil }
         return listener
     }
 

@@ -48,6 +48,48 @@ final class LifecycleTests: XCTestCase {
         XCTAssertTrue(err.contains(":4:") && err.contains("listeners[0].routes[0].cluster") && err.contains("unknown cluster 'missing'"), err)
     }
 
+    func runValidate(_ path: String) throws -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try sluiceBinary())
+        p.arguments = ["validate", path]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = Pipe()
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return (p.terminationStatus, text)
+    }
+
+    func testValidateCommand() throws {
+        let bad = NSTemporaryDirectory() + "bad-\(UUID().uuidString).yaml"
+        try """
+            listeners:
+              - name: web
+                address: 127.0.0.1:8080
+                routes: [{ match: { prefix: / }, cluster: ghost }]
+            clusters:
+              - { name: real, endpoints: ["127.0.0.1:1"], lb: fastest }
+            """.write(toFile: bad, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: bad) }
+        let (status, output) = try runValidate(bad)
+        XCTAssertEqual(status, 1)
+        let lines = output.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.count, 2, output)
+        XCTAssertTrue(lines[0].hasPrefix("\(bad):4:47: error: listeners[0].routes[0].cluster: unknown cluster 'ghost'"), lines[0])
+        XCTAssertTrue(lines[1].hasPrefix("\(bad):6:51: error: clusters[0].lb: expected one of round_robin"), lines[1])
+    }
+
+    func testEveryExampleConfigValidates() throws {
+        let examples = packageRoot.appendingPathComponent("examples")
+        let files = try FileManager.default.contentsOfDirectory(atPath: examples.path).filter { $0.hasSuffix(".yaml") }
+        XCTAssertFalse(files.isEmpty)
+        for file in files {
+            let (status, output) = try runValidate(examples.appendingPathComponent(file).path)
+            XCTAssertEqual(status, 0, "\(file): \(output)")
+        }
+    }
+
     func testAdminEndpoints() async throws {
         let upstream = try await TestUpstream.start(name: "u", group: testGroup)
         let proxy = try await ProxyUnderTest.start("""
