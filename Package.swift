@@ -2,14 +2,14 @@
 // Sluice: an edge reverse proxy hosting Proxy-Wasm filters.
 //
 // Module layout (dependencies point one way, downwards):
-//   sluice (CLI)  ->  SluiceCore (NIO proxy)  ->  SluiceConfig (YAML model, validation)
-// The Proxy-Wasm ABI host and the WasmKit engine join as their own modules; neither will
-// depend on NIO, and SluiceConfig never learns about sockets.
+//   sluice (CLI) -> SluiceCore (NIO proxy) -> SluiceConfig (YAML model, validation)
+//                                          -> ProxyWasm (ABI host)  <- SluiceWasmKit (engine)
+// ProxyWasm knows neither NIO nor a runtime; SluiceConfig never learns about sockets.
 import PackageDescription
 
 let package = Package(
     name: "Sluice",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "sluice", targets: ["sluice"]),
         .library(name: "SluiceCore", targets: ["SluiceCore"]),
@@ -20,16 +20,28 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/swiftwasm/WasmKit.git", from: "0.4.2"),
     ],
     targets: [
         .target(
             name: "SluiceConfig",
             dependencies: [.product(name: "Yams", package: "Yams")]
         ),
+        // The Proxy-Wasm ABI host: contexts, hostcalls, serialization. Knows neither NIO nor any
+        // Wasm runtime; the proxy core and an engine plug into its small protocols.
+        .target(name: "ProxyWasm", dependencies: ["CZlib"]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        // WasmKit behind ProxyWasm's engine protocol (one module per runtime).
+        .target(
+            name: "SluiceWasmKit",
+            dependencies: ["ProxyWasm", .product(name: "WasmKit", package: "WasmKit")]
+        ),
         .target(
             name: "SluiceCore",
             dependencies: [
                 "SluiceConfig",
+                "ProxyWasm",
+                "SluiceWasmKit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -48,6 +60,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "SluiceConfigTests", dependencies: ["SluiceConfig"]),
+        .testTarget(name: "ProxyWasmTests", dependencies: ["ProxyWasm", "SluiceWasmKit"]),
         .testTarget(
             name: "SluiceIntegrationTests",
             dependencies: [

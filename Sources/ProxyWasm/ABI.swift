@@ -1,0 +1,91 @@
+import Foundation
+
+// Numeric constants of the Proxy-Wasm ABI (0.1.0, 0.2.0, 0.2.1), named as in the spec.
+// See ../../docs/SUPPORT.md for what Sluice does with each.
+
+public enum ABIVersion: String, Sendable, Comparable {
+    case v0_1_0 = "0.1.0"
+    case v0_2_0 = "0.2.0"
+    case v0_2_1 = "0.2.1"
+
+    /// The export that marks a module as built for this version.
+    public var marker: String { "proxy_abi_version_" + rawValue.replacingOccurrences(of: ".", with: "_") }
+
+    public static func < (a: ABIVersion, b: ABIVersion) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// `proxy_status_t` / WasmResult: what every hostcall returns.
+public enum WasmResult: UInt32, Sendable {
+    case ok = 0
+    case notFound = 1
+    case badArgument = 2
+    case serializationFailure = 3
+    case parseFailure = 4
+    case invalidMemoryAccess = 6
+    case empty = 7
+    case casMismatch = 8
+    case internalFailure = 10
+    case brokenConnection = 11
+    case unimplemented = 12
+}
+
+public enum LogLevel: UInt32, Sendable, Comparable {
+    case trace = 0, debug, info, warn, error, critical
+    public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+}
+
+public enum MapType: UInt32, Sendable {
+    case requestHeaders = 0, requestTrailers, responseHeaders, responseTrailers
+    case grpcInitialMetadata, grpcTrailingMetadata, httpCallResponseHeaders, httpCallResponseTrailers
+}
+
+public enum BufferType: UInt32, Sendable {
+    case requestBody = 0, responseBody, downstreamData, upstreamData, httpCallResponseBody
+    case grpcMessage, vmConfiguration, pluginConfiguration, foreignFunctionArguments
+}
+
+public enum StreamType: UInt32, Sendable {
+    case request = 0, response, downstream, upstream
+}
+
+public enum MetricType: UInt32, Sendable {
+    case counter = 0, gauge, histogram
+}
+
+/// What a headers callback asked for (Envoy's FilterHeadersStatus, as cpp-host maps it).
+public enum HeadersAction: Sendable, Equatable {
+    case `continue`
+    /// Headers are held; body callbacks still reach this filter (Envoy's
+    /// allow_on_headers_stop_iteration, on by default in Sluice).
+    case stopIteration
+    /// Headers and everything after them are held from this filter until it resumes.
+    case stopAll
+
+    init(raw: UInt64, stopIterationHoldsAll: Bool) {
+        switch raw {
+        case 0, 2: self = .continue  // 2 (ContinueAndEndStream) falls back to Continue, as in Envoy
+        case 1: self = stopIterationHoldsAll ? .stopAll : .stopIteration
+        default: self = .stopAll
+        }
+    }
+}
+
+/// What a body callback asked for (FilterDataStatus).
+public enum DataAction: Sendable, Equatable {
+    case `continue`
+    /// Keep accumulating; the next callback sees the whole buffered body.
+    case stopAndBuffer
+
+    init(raw: UInt64) { self = raw == 0 ? .continue : .stopAndBuffer }
+}
+
+/// What a trailers callback asked for (FilterTrailersStatus).
+public enum TrailersAction: Sendable, Equatable {
+    case `continue`, stop
+    init(raw: UInt64) { self = raw == 0 ? .continue : .stop }
+}
+
+/// WASI preview1 errno values Sluice returns.
+public enum WASIErrno: UInt32 {
+    case success = 0, badf = 8, notdir = 20, fault = 21, inval = 28, noent = 44, nosys = 52, notsup = 58, notcapable = 76
+}

@@ -1,0 +1,137 @@
+// The small interface between the ABI host and a WebAssembly runtime. The host knows
+// nothing of any runtime: WasmKit (SluiceWasmKit) is one implementation, a JIT engine can
+// be another. Everything here is synchronous and confined to one thread per instance.
+
+public enum WasmValueType: Sendable, Equatable { case i32, i64 }
+
+public struct WasmFunctionType: Sendable, Equatable, CustomStringConvertible {
+    public var parameters: [WasmValueType]
+    public var results: [WasmValueType]
+    public init(_ parameters: [WasmValueType], _ results: [WasmValueType]) {
+        self.parameters = parameters
+        self.results = results
+    }
+    public var description: String {
+        "(\(parameters.map { $0 == .i32 ? "i32" : "i64" }.joined(separator: ", "))) -> (\(results.map { $0 == .i32 ? "i32" : "i64" }.joined(separator: ", ")))"
+    }
+}
+
+/// Arguments of one host call, passed without heap allocation. Integers only: the
+/// Proxy-Wasm and WASI imports use nothing else.
+public struct HostArgs {
+    @usableFromInline var storage: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
+    public let count: Int
+
+    @inlinable public init(count: Int, _ fill: (Int) -> UInt64) {
+        storage = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        self.count = min(count, 14)
+        withUnsafeMutableBytes(of: &storage) { raw in
+            let p = raw.bindMemory(to: UInt64.self)
+            for i in 0..<self.count { p[i] = fill(i) }
+        }
+    }
+
+    @inlinable public subscript(i: Int) -> UInt64 {
+        withUnsafeBytes(of: storage) { $0.load(fromByteOffset: i * 8, as: UInt64.self) }
+    }
+
+    /// An i32 argument as the unsigned 32-bit value the ABI means (pointers, sizes, ids).
+    @inlinable public func u32(_ i: Int) -> UInt32 { UInt32(truncatingIfNeeded: self[i]) }
+    @inlinable public func int(_ i: Int) -> Int { Int(u32(i)) }
+}
+
+/// A host function: reads its arguments, returns its single result (or nil for none).
+/// Throwing a `HostTrap` aborts the guest call as a trap.
+public typealias HostFunctionBody = (HostArgs) throws -> UInt64?
+
+public struct HostFunction {
+    public let module: String
+    public let name: String
+    public let type: WasmFunctionType
+    public let body: HostFunctionBody
+    public init(module: String, name: String, type: WasmFunctionType, body: @escaping HostFunctionBody) {
+        self.module = module
+        self.name = name
+        self.type = type
+        self.body = body
+    }
+}
+
+/// Raised by a host function to stop the guest (proc_exit, forbidden hostcall).
+public struct HostTrap: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A guest call that did not complete normally.
+public enum WasmCallError: Error, CustomStringConvertible {
+    /// The guest trapped (unreachable, out of bounds, stack exhausted, ...), or a host function threw.
+    case trap(String)
+    /// The per-callback CPU budget ran out: the guest looped or worked too long.
+    case budgetExhausted
+    public var description: String {
+        switch self {
+        case .trap(let m): return m
+        case .budgetExhausted: return "CPU budget exhausted"
+        }
+    }
+}
+
+/// Linear memory of an instance. Every access is bounds-checked by the implementation and
+/// answers nil/false rather than crashing: guest pointers are untrusted input.
+public protocol GuestMemory: AnyObject {
+    var byteCount: Int { get }
+    func read(_ offset: UInt32, _ count: UInt32) -> [UInt8]?
+    func withBytes<T>(_ offset: UInt32, _ count: UInt32, _ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T?
+    @discardableResult func write(_ offset: UInt32, _ bytes: UnsafeRawBufferPointer) -> Bool
+}
+
+extension GuestMemory {
+    @discardableResult public func write(_ offset: UInt32, _ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { write(offset, $0) }
+    }
+    @discardableResult public func writeU32(_ offset: UInt32, _ v: UInt32) -> Bool {
+        withUnsafeBytes(of: v.littleEndian) { write(offset, $0) }
+    }
+    @discardableResult public func writeU64(_ offset: UInt32, _ v: UInt64) -> Bool {
+        withUnsafeBytes(of: v.littleEndian) { write(offset, $0) }
+    }
+    public func readU32(_ offset: UInt32) -> UInt32? {
+        withBytes(offset, 4) { $0.loadUnaligned(as: UInt32.self).littleEndian }
+    }
+    public func readString(_ offset: UInt32, _ count: UInt32) -> String? {
+        withBytes(offset, count) { String(decoding: $0, as: UTF8.self) }
+    }
+}
+
+/// An exported function, resolved once.
+public protocol WasmFunction {
+    var type: WasmFunctionType { get }
+    /// Calls the function. Arguments are integers of the function's parameter types.
+    func call(_ args: [UInt64]) throws(WasmCallError) -> UInt64?
+}
+
+/// One instantiated module, with its own memory and globals.
+public protocol WasmInstance: AnyObject {
+    var memory: GuestMemory? { get }
+    func function(_ name: String) -> WasmFunction?
+    var exportedFunctionNames: [String] { get }
+    /// Limits guest work until the next call to this (nil: unlimited). The unit is the
+    /// engine's (WasmKit: roughly one per wasm instruction).
+    func setFuel(_ fuel: UInt64?)
+}
+
+/// A parsed, validated module: immutable, shareable across threads, instantiated many times.
+public protocol WasmModule: AnyObject, Sendable {
+    var exportNames: [String] { get }
+    var imports: [(module: String, name: String)] { get }
+    /// Instantiates with the given host functions; an import none of them satisfies is an error.
+    func instantiate(hostFunctions: [HostFunction]) throws -> WasmInstance
+}
+
+public protocol WasmEngine: Sendable {
+    var name: String { get }
+    func compile(bytes: [UInt8]) throws -> WasmModule
+    /// Fuel units that correspond to about one millisecond of guest work.
+    var fuelPerMillisecond: UInt64 { get }
+}

@@ -1,0 +1,108 @@
+extension PluginVM {
+    /// The map a hostcall names, for reading. nil: not available in this phase.
+    private func readableMap(_ type: UInt32) -> HeaderMap?? {
+        guard let map = MapType(rawValue: type) else { return .none }
+        switch map {
+        case .httpCallResponseHeaders: return .some(httpCallResponse?.headers)
+        case .httpCallResponseTrailers: return .some(httpCallResponse?.trailers)
+        case .grpcInitialMetadata, .grpcTrailingMetadata: return .some(nil)
+        default:
+            guard let data = effectiveStream?.data else { return .some(nil) }
+            switch map {
+            case .requestHeaders: return .some(data.requestHeaders)
+            case .requestTrailers: return .some(data.requestTrailers)
+            case .responseHeaders: return .some(data.responseHeaders)
+            case .responseTrailers: return .some(data.responseTrailers)
+            default: return .some(nil)
+            }
+        }
+    }
+
+    /// Applies `edit` to a writable stream map. Trailers may be added when absent only where
+    /// the driver has made them available (an empty map at the last body chunk).
+    private func editMap(_ type: UInt32, _ edit: (inout HeaderMap) -> Void) -> WasmResult {
+        guard let map = MapType(rawValue: type) else { return .badArgument }
+        guard let data = effectiveStream?.data else { return .badArgument }
+        switch map {
+        case .requestHeaders:
+            guard var m = data.requestHeaders else { return .badArgument }
+            edit(&m)
+            data.requestHeaders = m
+        case .requestTrailers:
+            guard var m = data.requestTrailers else { return .badArgument }
+            edit(&m)
+            data.requestTrailers = m
+        case .responseHeaders:
+            guard var m = data.responseHeaders else { return .badArgument }
+            edit(&m)
+            data.responseHeaders = m
+        case .responseTrailers:
+            guard var m = data.responseTrailers else { return .badArgument }
+            edit(&m)
+            data.responseTrailers = m
+        default:
+            return .badArgument  // call results and gRPC metadata are read-only
+        }
+        return .ok
+    }
+
+    func getHeaderMapValue(_ type: UInt32, _ keyPtr: UInt32, _ keyLen: UInt32, _ valuePtrOut: UInt32, _ valueLenOut: UInt32) -> WasmResult {
+        guard let key = string(keyPtr, keyLen) else { return .invalidMemoryAccess }
+        guard let lookup = readableMap(type) else { return .badArgument }
+        guard let map = lookup else { return .badArgument }
+        guard let value = map.first(key) else {
+            // ABI 0.1.0 answered a missing key with OK and an empty value.
+            return abi == .v0_1_0 ? copyOut([], ptrOut: valuePtrOut, lenOut: valueLenOut) : .notFound
+        }
+        return copyOut(Array(value.utf8), ptrOut: valuePtrOut, lenOut: valueLenOut)
+    }
+
+    func getHeaderMapPairs(_ type: UInt32, _ ptrOut: UInt32, _ lenOut: UInt32) -> WasmResult {
+        guard let lookup = readableMap(type) else { return .badArgument }
+        return copyOut(Pairs.serialize(lookup?.pairs ?? []), ptrOut: ptrOut, lenOut: lenOut)
+    }
+
+    func getHeaderMapSize(_ type: UInt32, _ sizeOut: UInt32) -> WasmResult {
+        guard let lookup = readableMap(type), let map = lookup else { return .badArgument }
+        return memory.writeU32(sizeOut, UInt32(map.byteSize)) ? .ok : .invalidMemoryAccess
+    }
+
+    func setHeaderMapPairs(_ type: UInt32, _ ptr: UInt32, _ len: UInt32) -> WasmResult {
+        guard let parsed = memory.withBytes(ptr, len, { Pairs.parse($0) }) else { return .invalidMemoryAccess }
+        // A malformed buffer is refused rather than read as "empty" (which would clear the map).
+        guard let pairs = parsed, pairs.allSatisfy({ PluginVM.validHeader($0.0, $0.1) }) else { return .badArgument }
+        return editMap(type) { $0 = HeaderMap(pairs.map { ($0.0.lowercased(), $0.1) }) }
+    }
+
+    func addHeaderMapValue(_ type: UInt32, _ keyPtr: UInt32, _ keyLen: UInt32, _ valuePtr: UInt32, _ valueLen: UInt32) -> WasmResult {
+        guard let key = string(keyPtr, keyLen), let value = string(valuePtr, valueLen) else { return .invalidMemoryAccess }
+        guard PluginVM.validHeader(key, value) else { return .badArgument }
+        return editMap(type) { $0.add(key, value) }
+    }
+
+    func replaceHeaderMapValue(_ type: UInt32, _ keyPtr: UInt32, _ keyLen: UInt32, _ valuePtr: UInt32, _ valueLen: UInt32) -> WasmResult {
+        guard let key = string(keyPtr, keyLen), let value = string(valuePtr, valueLen) else { return .invalidMemoryAccess }
+        guard PluginVM.validHeader(key, value) else { return .badArgument }
+        return editMap(type) { $0.replace(key, value) }
+    }
+
+    func removeHeaderMapValue(_ type: UInt32, _ keyPtr: UInt32, _ keyLen: UInt32) -> WasmResult {
+        guard let key = string(keyPtr, keyLen) else { return .invalidMemoryAccess }
+        // Required pseudo-headers cannot be removed (doing so crashed Envoy, issue #15487).
+        if [":method", ":path", ":authority", ":scheme", ":status"].contains(key.lowercased()) { return .badArgument }
+        return editMap(type) { $0.remove(key) }
+    }
+
+    /// Names must be tokens (or known pseudo-headers) and values free of CR, LF and NUL, so
+    /// a filter can never split a response or inject a header on the wire.
+    static func validHeader(_ name: String, _ value: String) -> Bool {
+        guard !name.isEmpty else { return false }
+        if name.hasPrefix(":") {
+            guard [":method", ":path", ":authority", ":scheme", ":status"].contains(name.lowercased()) else { return false }
+        } else {
+            let token = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
+            guard name.utf8.allSatisfy({ token.contains($0) }) else { return false }
+        }
+        return !value.utf8.contains { $0 == 0 || $0 == 10 || $0 == 13 }
+    }
+}

@@ -1,0 +1,41 @@
+extension PluginVM {
+    func continueStream(_ type: UInt32) -> WasmResult {
+        guard let type = StreamType(rawValue: type) else { return .badArgument }
+        switch type {
+        case .request, .response:
+            guard let actions = effectiveStream?.actions else { return .notFound }
+            return actions.continueStream(type)
+        case .downstream, .upstream:
+            return .unimplemented  // TCP (network) filters are not supported yet
+        }
+    }
+
+    func closeStream(_ type: UInt32) -> WasmResult {
+        guard let type = StreamType(rawValue: type) else { return .badArgument }
+        switch type {
+        case .request, .response:
+            guard let actions = effectiveStream?.actions else { return .notFound }
+            return actions.closeStream(type)
+        case .downstream, .upstream:
+            return .unimplemented
+        }
+    }
+
+    func sendLocalResponse(status: UInt32, details: (UInt32, UInt32), body: (UInt32, UInt32), headers: (UInt32, UInt32), grpcStatus: Int32) -> WasmResult {
+        guard let detailsText = string(details.0, details.1), let bodyBytes = bytes(body.0, body.1) else { return .invalidMemoryAccess }
+        guard let parsed = memory.withBytes(headers.0, headers.1, { Pairs.parse($0) }) else { return .invalidMemoryAccess }
+        guard let extra = parsed, extra.allSatisfy({ PluginVM.validHeader($0.0, $0.1) && !$0.0.hasPrefix(":") }) else { return .badArgument }
+        guard (100...599).contains(status) else { return .badArgument }
+        guard let stream = effectiveStream, let actions = stream.actions else { return .notFound }
+        let result = actions.sendLocalResponse(status: Int(status), details: detailsText, body: bodyBytes, headers: extra,
+                                               grpcStatus: (0...16).contains(grpcStatus) ? grpcStatus : nil)
+        if result == .ok { stream.localResponseSent = true }
+        return result
+    }
+
+    func clearRouteCache() -> WasmResult {
+        guard let actions = effectiveStream?.actions else { return .notFound }
+        actions.clearRouteCache()
+        return .ok
+    }
+}

@@ -1,0 +1,41 @@
+/// A plugin as the ABI host needs it: identity, configuration bytes, environment.
+public struct PluginIdentity: Sendable {
+    public var name: String
+    public var rootID: String
+    public var vmID: String
+    public var vmConfiguration: [UInt8]
+    public var pluginConfiguration: [UInt8]
+    public var environment: [(String, String)]
+    /// Callback CPU budget in milliseconds (converted to engine fuel).
+    public var cpuBudgetMs: UInt64
+    /// Whether http_call may target any `host:port`, not only configured clusters.
+    public var allowAnyHTTPCallTarget: Bool
+
+    public init(name: String, rootID: String = "", vmID: String = "", vmConfiguration: [UInt8] = [], pluginConfiguration: [UInt8] = [], environment: [(String, String)] = [], cpuBudgetMs: UInt64 = 100, allowAnyHTTPCallTarget: Bool = false) {
+        self.name = name
+        self.rootID = rootID
+        self.vmID = vmID
+        self.vmConfiguration = vmConfiguration
+        self.pluginConfiguration = pluginConfiguration
+        self.environment = environment
+        self.cpuBudgetMs = cpuBudgetMs
+        self.allowAnyHTTPCallTarget = allowAnyHTTPCallTarget
+    }
+}
+
+/// Services of the embedding proxy that outlive a single stream: logging, callouts, timers,
+/// work scheduling. One per (plugin, worker).
+public protocol PluginServices: AnyObject {
+    func log(_ level: LogLevel, _ message: String)
+    var logLevel: LogLevel { get }
+    /// Starts an HTTP callout; the response is delivered later with `PluginVM.deliverHTTPCallResponse`.
+    func httpCall(vm: PluginVM, token: UInt32, upstream: String, headers: [(String, String)], body: [UInt8], trailers: [(String, String)], timeoutMs: UInt32) -> WasmResult
+    /// Sets (0 disables) the tick period of the VM's root context.
+    func setTickPeriod(vm: PluginVM, milliseconds: UInt32)
+    /// Runs `work` on this VM's thread soon, outside any guest call.
+    func execute(_ work: @escaping () -> Void)
+    /// A closure other threads can use to run work on this VM's thread (shared queues).
+    var executor: @Sendable (@escaping @Sendable () -> Void) -> Void { get }
+    /// The VM trapped or ran out of budget; it is already marked failed.
+    func vmFailed(_ vm: PluginVM, reason: String)
+}

@@ -1,0 +1,61 @@
+import Foundation
+
+/// What filters read and change on one HTTP stream. Owned by the proxy's filter-chain
+/// driver and shared by every filter on the stream, so filter N sees filter N-1's edits.
+/// Nil maps are not available in the current phase.
+public final class HTTPStreamData {
+    public var requestHeaders: HeaderMap?
+    public var requestTrailers: HeaderMap?
+    public var responseHeaders: HeaderMap?
+    public var responseTrailers: HeaderMap?
+    /// The body bytes the current body callback is about (a chunk, or all buffered so far).
+    public var requestBody: [UInt8] = []
+    public var responseBody: [UInt8] = []
+    /// Values set with proxy_set_property, readable by later filters (Envoy's filter state).
+    public var filterState: [String: [UInt8]] = [:]
+    public let info: StreamInfo
+
+    public init(info: StreamInfo) { self.info = info }
+}
+
+/// Facts about a stream that properties expose (request.*, source.*, upstream.*, response.*).
+/// Filled by the proxy as the stream progresses.
+public final class StreamInfo {
+    public var connectionID: UInt64 = 0
+    public var sourceAddress: String = ""
+    public var sourcePort: Int = 0
+    public var destinationAddress: String = ""
+    public var destinationPort: Int = 0
+    public var requestStart = Date()
+    public var protocolName: String = "HTTP/1.1"
+    public var requestBodyBytes: Int = 0
+    public var responseBodyBytes: Int = 0
+    public var responseCode: Int = 0
+    public var responseCodeDetails: String = ""
+    public var responseFlags: Int = 0
+    public var routeName: String = ""
+    public var clusterName: String = ""
+    public var virtualHostName: String = ""
+    public var listenerName: String = ""
+    public var upstreamAddress: String = ""
+    public var upstreamPort: Int = 0
+    public var upstreamAttempts: Int = 0
+    public var endTime: Date?
+    /// The request's headers as first received, for properties read in phases where the
+    /// live map is gone (on_log).
+    public var finalRequestHeaders: HeaderMap?
+    public var finalResponseHeaders: HeaderMap?
+    public var finalResponseTrailers: HeaderMap?
+
+    public init() {}
+}
+
+/// Actions a filter can take on its stream; the proxy's chain driver implements them.
+/// Every action is carried out after the current callback returns (never re-entrantly).
+public protocol HTTPStreamActions: AnyObject {
+    func continueStream(_ type: StreamType) -> WasmResult
+    func closeStream(_ type: StreamType) -> WasmResult
+    func sendLocalResponse(status: Int, details: String, body: [UInt8], headers: [(String, String)], grpcStatus: Int32?) -> WasmResult
+    /// Ask the router to choose the route again (headers changed in ways that matter).
+    func clearRouteCache()
+}
