@@ -99,6 +99,15 @@ struct ConfigDecoder {
             for (i, filter) in listener.httpFilters.enumerated() where !pluginNames.contains(filter) {
                 reader.report(i < filterNodes.count ? filterNodes[i] : node, "\(path).http_filters[\(i)]", "unknown plugin '\(filter)'\(known(pluginNames))")
             }
+            let routeNodesForPlugins = at("routes").flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) } else { return nil } } ?? []
+            for (i, route) in listener.routes.enumerated() {
+                for name in route.plugins.keys.sorted() where !listener.httpFilters.contains(name) {
+                    let routeNode = i < routeNodesForPlugins.count ? routeNodesForPlugins[i] : node
+                    let pluginsNode = routeNode.mapping?[Node("plugins")]
+                    let keyNode = pluginsNode?.mapping?.first { $0.key.scalar?.string == name }?.key
+                    reader.report(keyNode ?? routeNode, "\(path).routes[\(i)].plugins.\(name)", "'\(name)' is not in this listener's http_filters (\(listener.httpFilters.joined(separator: ", ")))")
+                }
+            }
             let routeNodes = at("routes").flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) } else { return nil } } ?? []
             for (i, route) in listener.routes.enumerated() {
                 guard case .cluster(let target) = route.action, !clusterNames.contains(target.cluster) else { continue }
@@ -151,7 +160,24 @@ struct ConfigDecoder {
     }
 
     func decodeRoute(_ node: Node, _ path: String, listenerName: String) -> RouteConfig? {
-        guard let m = reader.mapping(node, path, allowed: ["name", "match", "cluster", "prefix_rewrite", "host_rewrite", "timeout", "retry", "direct_response"]) else { return nil }
+        guard let m = reader.mapping(node, path, allowed: ["name", "match", "cluster", "prefix_rewrite", "host_rewrite", "timeout", "retry", "direct_response", "plugins"]) else { return nil }
+        var overrides: [String: RoutePluginOverride] = [:]
+        if let pluginsNode = m.node("plugins") {
+            if case .mapping(let mapping) = pluginsNode {
+                for (k, v) in mapping {
+                    guard let pluginName = k.scalar?.string else { continue }
+                    let p = m.keyPath("plugins") + "." + pluginName
+                    guard let om = reader.mapping(v, p, allowed: ["disabled", "configuration"]) else { continue }
+                    var o = RoutePluginOverride(disabled: om.bool("disabled", default: false))
+                    if let conf = om.node("configuration") {
+                        if case .scalar(let sc) = conf { o.configuration = sc.string } else { o.configuration = JSONRendering.render(conf) }
+                    }
+                    overrides[pluginName] = o
+                }
+            } else {
+                reader.report(pluginsNode, m.keyPath("plugins"), "expected a mapping of plugin name to { disabled, configuration }")
+            }
+        }
         let index = path.split(separator: "[").last.map { String($0.dropLast()) } ?? "0"
         let name = m.string("name") ?? "\(listenerName)/\(index)"
         var match = RouteMatch()
@@ -197,7 +223,7 @@ struct ConfigDecoder {
             guard let dm = reader.mapping(m.node("direct_response")!, m.keyPath("direct_response"), allowed: ["status", "body"]) else { return nil }
             let status = dm.int("status", range: 200...599, default: 200)
             if !dm.has("status") { dm.missing("status", "an HTTP status 200-599") }
-            return RouteConfig(name: name, match: match, action: .directResponse(status: status, body: dm.string("body") ?? ""))
+            return RouteConfig(name: name, match: match, action: .directResponse(status: status, body: dm.string("body") ?? ""), plugins: overrides)
         }
         guard let cluster = m.string("cluster", required: true, what: "a cluster name, or give 'direct_response'") else { return nil }
         var target = ClusterRoute(cluster: cluster)
@@ -225,7 +251,7 @@ struct ConfigDecoder {
             policy.minRetryConcurrency = rm.int("min_retry_concurrency", range: 0...10000, default: policy.minRetryConcurrency)
             target.retry = policy
         }
-        return RouteConfig(name: name, match: match, action: .cluster(target))
+        return RouteConfig(name: name, match: match, action: .cluster(target), plugins: overrides)
     }
 
     func decodeCluster(_ node: Node, _ path: String) -> ClusterConfig? {
@@ -277,7 +303,7 @@ struct ConfigDecoder {
     }
 
     func decodePlugin(_ node: Node, _ path: String) -> PluginConfig? {
-        guard let m = reader.mapping(node, path, allowed: ["name", "module", "root_id", "vm_id", "configuration", "environment", "failure_policy"]) else { return nil }
+        guard let m = reader.mapping(node, path, allowed: ["name", "module", "root_id", "vm_id", "configuration", "vm_configuration", "environment", "failure_policy", "cpu_budget", "http_call_any_host", "max_memory_mb", "buffer_limit_kb"]) else { return nil }
         let name = m.string("name", required: true, what: "the plugin's name")
         let module = m.string("module", required: true, what: "the path of a .wasm module")
         var resolved = module ?? ""
@@ -308,7 +334,15 @@ struct ConfigDecoder {
         } else if let env = m.node("environment") {
             reader.report(env, m.keyPath("environment"), "expected a mapping of NAME: value, found \(reader.describe(env))")
         }
+        if let conf = m.node("vm_configuration") {
+            if case .scalar(let sc) = conf { plugin.vmConfiguration = sc.string } else { plugin.vmConfiguration = JSONRendering.render(conf) }
+        }
         plugin.failurePolicy = m.oneOf("failure_policy", default: .failClosed)
+        plugin.cpuBudget = m.duration("cpu_budget", default: plugin.cpuBudget)
+        if plugin.cpuBudget < .milliseconds(1) { reader.report(m.node("cpu_budget"), m.keyPath("cpu_budget"), "cpu_budget must be at least 1ms") }
+        plugin.httpCallAnyHost = m.bool("http_call_any_host", default: false)
+        plugin.maxMemoryBytes = m.int("max_memory_mb", range: 1...4096, default: 256) << 20
+        plugin.bufferLimitBytes = m.int("buffer_limit_kb", range: 1...1_048_576, default: 1024) << 10
         guard name != nil, module != nil else { return nil }
         return plugin
     }

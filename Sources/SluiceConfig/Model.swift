@@ -217,14 +217,27 @@ public struct ClusterRoute: Sendable, Equatable {
     }
 }
 
+/// A route's say over one plugin of its listener: switch it off, or give it another configuration.
+public struct RoutePluginOverride: Sendable, Equatable {
+    public var disabled: Bool
+    public var configuration: String?
+    public init(disabled: Bool = false, configuration: String? = nil) {
+        self.disabled = disabled
+        self.configuration = configuration
+    }
+}
+
 public struct RouteConfig: Sendable, Equatable {
     public var name: String
     public var match: RouteMatch
     public var action: RouteAction
-    public init(name: String, match: RouteMatch, action: RouteAction) {
+    /// Per-route plugin control, keyed by plugin name.
+    public var plugins: [String: RoutePluginOverride]
+    public init(name: String, match: RouteMatch, action: RouteAction, plugins: [String: RoutePluginOverride] = [:]) {
         self.name = name
         self.match = match
         self.action = action
+        self.plugins = plugins
     }
 }
 
@@ -317,7 +330,19 @@ public struct PluginConfig: Sendable, Equatable {
     public var configuration: String
     public var environment: [String: String]
     public var failurePolicy: FailurePolicy
-    public init(name: String, module: String, rootID: String = "", vmID: String = "", configuration: String = "", environment: [String: String] = [:], failurePolicy: FailurePolicy = .failClosed) {
+    /// Guest work allowed per callback before the call is stopped as a failure.
+    public var cpuBudget: Duration
+    /// Whether proxy_http_call may name a plain host:port, not only a configured cluster.
+    public var httpCallAnyHost: Bool
+    /// Cap on the plugin's linear memory.
+    public var maxMemoryBytes: Int
+    /// Body bytes a filter may hold while paused before the request gets 413 (response: 500).
+    public var bufferLimitBytes: Int
+    /// VM configuration (proxy_on_vm_start); same encoding rules as `configuration`.
+    public var vmConfiguration: String
+
+    public init(name: String, module: String, rootID: String = "", vmID: String = "", configuration: String = "", environment: [String: String] = [:], failurePolicy: FailurePolicy = .failClosed,
+                cpuBudget: Duration = .milliseconds(100), httpCallAnyHost: Bool = false, maxMemoryBytes: Int = 256 << 20, bufferLimitBytes: Int = 1 << 20, vmConfiguration: String = "") {
         self.name = name
         self.module = module
         self.rootID = rootID
@@ -325,6 +350,11 @@ public struct PluginConfig: Sendable, Equatable {
         self.configuration = configuration
         self.environment = environment
         self.failurePolicy = failurePolicy
+        self.cpuBudget = cpuBudget
+        self.httpCallAnyHost = httpCallAnyHost
+        self.maxMemoryBytes = maxMemoryBytes
+        self.bufferLimitBytes = bufferLimitBytes
+        self.vmConfiguration = vmConfiguration
     }
 }
 

@@ -1,7 +1,9 @@
 import Foundation
 import NIOCore
 import NIOHTTP1
+import ProxyWasm
 import SluiceConfig
+import Synchronization
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus any named in `Connection`.
 let hopByHopHeaders: Set<String> = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"]
@@ -75,25 +77,37 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     static let replayLimit = 64 * 1024
     static let discardLimit = 1 << 20
 
-    private let listener: ListenerRuntime
-    private let worker: Worker
-    private var context: ChannelHandlerContext!
-    private var exchange: Exchange?
+    let listener: ListenerRuntime
+    let worker: Worker
+    var context: ChannelHandlerContext!
+    var exchange: Exchange?
     private var readPending = false
     /// Requests after the current one are refused: the client asked to close, or we are draining.
-    private var closeAfterResponse = false
+    var closeAfterResponse = false
     /// A local answer went out while the request body still arrives: drop the rest of it.
-    private var discardingBody = false
+    var discardingBody = false
     private var discardedBytes = 0
     private var draining = false
     private var idleTimer: Scheduled<Void>?
-    private var clientAddress = "-"
+    var clientAddress = "-"
     /// Completes when the latest response's end has been written to the socket.
-    private var lastResponseEnd: EventLoopFuture<Void>?
+    var lastResponseEnd: EventLoopFuture<Void>?
+    /// The Proxy-Wasm filters of the current request, when the listener has any.
+    var chain: FilterChain?
+    var streamData: HTTPStreamData?
+    /// The request as received, for logs when a filter answers before routing.
+    var chainHead: HTTPRequestHead?
+    var chainRoute: CompiledRoute?
+    var requestEndReceived = false
+    var responseHeadWritten = false
+    var requestHeadersHadNoBody = false
+    private static let connectionIDs = Atomic<UInt64>(0)
+    let connectionID: UInt64
 
     init(listener: ListenerRuntime, worker: Worker) {
         self.listener = listener
         self.worker = worker
+        self.connectionID = Self.connectionIDs.add(1, ordering: .relaxed).newValue
     }
 
     // MARK: channel events
@@ -118,6 +132,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             if exchange.responseStatus == 0 { exchange.flags = "downstream_reset" }
             finish(exchange, reusable: false)
         }
+        endFilters()
         context.fireChannelInactive()
     }
 
@@ -143,6 +158,33 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
                 if discardedBytes > Self.discardLimit { context.close(promise: nil) }
                 return
             }
+            if let chain {
+                streamData?.info.requestBodyBytes += buffer.readableBytes
+                chain.requestData(Array(buffer.readableBytesView), endOfStream: false)
+                return
+            }
+            forwardRequestBody(buffer)
+        case .end(let trailers):
+            requestEndReceived = true
+            if discardingBody {
+                discardingBody = false
+                afterExchange()
+                return
+            }
+            if let chain {
+                if let trailers {
+                    chain.requestTrailers(HeaderMap(trailers.map { ($0.name.lowercased(), $0.value) }))
+                } else if !requestHeadersHadNoBody {
+                    chain.requestData([], endOfStream: true)
+                }
+                return
+            }
+            forwardRequestEnd(trailers)
+        }
+    }
+
+    /// A request body chunk that passed the filters (if any) goes upstream.
+    func forwardRequestBody(_ buffer: ByteBuffer) {
             guard let exchange else { return }
             exchange.bytesReceived += buffer.readableBytes
             if exchange.replay != nil {
@@ -154,12 +196,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             } else {
                 exchange.pending.append(.body(buffer))
             }
-        case .end(let trailers):
-            if discardingBody {
-                discardingBody = false
-                afterExchange()
-                return
-            }
+    }
+
+    /// The end of the request (after the filters, if any).
+    func forwardRequestEnd(_ trailers: HTTPHeaders?) {
             guard let exchange else { return }
             exchange.requestComplete = true
             if let upstream = exchange.upstream {
@@ -167,7 +207,6 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             } else {
                 exchange.pending.append(.end(trailers))
             }
-        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -200,6 +239,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
 
     private func requestHead(_ head: HTTPRequestHead) {
         listener.stats.requests.increment()
+        requestEndReceived = false
+        responseHeadWritten = false
+        chain = nil
+        streamData = nil
         if let problem = framingProblem(head) {
             listener.stats.protocolErrors.increment()
             closeAfterResponse = true
@@ -214,13 +257,30 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             respondLocally(head: head, route: nil, status: .badRequest, body: "missing Host header\n", flags: "invalid_request")
             return
         }
-        guard let route = listener.router.route(method: head.method, authority: authority, path: head.uri, headers: head.headers) else {
+        let route = listener.router.route(method: head.method, authority: authority, path: head.uri, headers: head.headers)
+        if !listener.config.httpFilters.isEmpty {
+            if startFilters(head: head, route: route) { return }
+        }
+        routeAndProxy(head: head, route: route, authority: authority)
+    }
+
+    /// After the filters (if any): answer directly, or proxy to the route's cluster.
+    func routeAndProxy(head: HTTPRequestHead, route: CompiledRoute?, authority: String) {
+        guard let route else {
+            if let chain {
+                chain.localReply(status: 404, body: "no route matched \(head.uri)\n", details: "route_not_found", startingAt: chain.slots.count - 1)
+                return
+            }
             respondLocally(head: head, route: nil, status: .notFound, body: "no route matched \(head.uri)\n", flags: "no_route")
             return
         }
-        route.stats.requests.increment()
+        if chain == nil { route.stats.requests.increment() }
         switch route.config.action {
         case .directResponse(let status, let body):
+            if let chain {
+                chain.localReply(status: status, body: body, details: "direct_response", startingAt: chain.slots.count - 1)
+                return
+            }
             respondLocally(head: head, route: route, status: HTTPResponseStatus(statusCode: status), body: body, flags: "direct_response")
         case .cluster(let target):
             guard let cluster = route.cluster else { return }
@@ -252,7 +312,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         return nil
     }
 
-    private func startProxying(head: HTTPRequestHead, route: CompiledRoute, target: ClusterRoute, cluster: ClusterRuntime, authority: String) {
+    func startProxying(head: HTTPRequestHead, route: CompiledRoute, target: ClusterRoute, cluster: ClusterRuntime, authority: String) {
         var upstreamHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: route.rewrite(path: head.uri))
         var headers = head.headers
         let connectionTokens = headers[canonicalForm: "connection"].map { $0.lowercased() }
@@ -429,11 +489,28 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             if exchange.isUpgrade { closeAfterResponse = true }
             stripHopByHop(&head.headers)
             head.version = exchange.head.version
+            if let chain {
+                exchange.responseHeadSent = true  // from the upstream's side: no retry any more
+                var map = HeaderMap([(":status", String(head.status.code))])
+                for (name, value) in head.headers { map.add(name, value) }
+                streamData?.responseHeaders = map
+                streamData?.info.responseCode = status
+                streamData?.info.responseCodeDetails = "via_upstream"
+                let noBody = exchange.head.method == .HEAD || status == 204 || status == 304 || head.headers.first(name: "content-length") == "0"
+                chain.responseHeaders(endOfStream: noBody)
+                return
+            }
             if closeAfterResponse || !exchange.requestComplete { head.headers.replaceOrAdd(name: "connection", value: "close") }
             exchange.responseHeadSent = true
+            responseHeadWritten = true
             context.write(wrapOutboundOut(.head(head)), promise: nil)
         case .body(let buffer):
             guard exchange.responseHeadSent else { return }
+            if let chain {
+                streamData?.info.responseBodyBytes += buffer.readableBytes
+                chain.responseData(Array(buffer.readableBytesView), endOfStream: false)
+                return
+            }
             exchange.bytesSent += buffer.readableBytes
             listener.stats.bytesSent.increment(by: buffer.readableBytes)
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
@@ -444,6 +521,17 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
                 return
             }
             let reusable = exchange.requestSent
+            if let chain {
+                // The upstream is done: its connection goes back to the pool now, even if
+                // a filter still holds the response.
+                detachUpstream(exchange, reusable: reusable)
+                if let trailers {
+                    chain.responseTrailers(HeaderMap(trailers.map { ($0.name.lowercased(), $0.value) }))
+                } else {
+                    chain.responseData([], endOfStream: true)
+                }
+                return
+            }
             if !exchange.requestComplete { discardRestOfRequest() }
             lastResponseEnd = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
             finish(exchange, reusable: reusable)
@@ -506,7 +594,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
 
     // MARK: finishing
 
-    private func detachUpstream(_ exchange: Exchange, reusable: Bool) {
+    func detachUpstream(_ exchange: Exchange, reusable: Bool) {
         guard let connection = exchange.upstream else { return }
         exchange.upstream = nil
         exchange.state.requestFinished(endpoint: connection.endpointIndex)
@@ -524,13 +612,18 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             return
         }
         exchange.responseStatus = Int(status.code)
+        if let chain {
+            // Errors are answers too: response filters see them, as in Envoy.
+            chain.localReply(status: Int(status.code), body: body, details: flags, startingAt: chain.slots.count - 1)
+            return
+        }
         exchange.bytesSent += body.utf8.count
         if !exchange.requestComplete { discardRestOfRequest() }
         writeLocalResponse(version: exchange.head.version, status: status, body: body, requestID: exchange.requestID)
         finish(exchange, reusable: false)
     }
 
-    private func finish(_ exchange: Exchange, reusable: Bool) {
+    func finish(_ exchange: Exchange, reusable: Bool) {
         guard self.exchange === exchange else { return }
         exchange.timeout?.cancel()
         detachUpstream(exchange, reusable: reusable && !exchange.isUpgrade)
@@ -538,10 +631,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         exchange.state.totalActiveRequests -= 1
         logAndCount(exchange)
         self.exchange = nil
+        endFilters()
         if context.channel.isActive { afterExchange() }
     }
 
-    private func logAndCount(_ exchange: Exchange) {
+    func logAndCount(_ exchange: Exchange) {
         let status = exchange.responseStatus
         if status > 0 {
             listener.stats.responses.record(status: status)
@@ -558,16 +652,16 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             userAgent: exchange.head.headers.first(name: "user-agent") ?? "-", flags: exchange.flags))
     }
 
-    /// Between requests: close if asked to, otherwise wait (idle timer) for the next one.
     /// The response is complete but the request body is still arriving: read and drop it so
     /// the connection stays usable (closing with unread bytes would reset the connection and
     /// could destroy the response in flight), up to a limit past which we close instead.
-    private func discardRestOfRequest() {
+    func discardRestOfRequest() {
         discardingBody = true
         discardedBytes = 0
     }
 
-    private func afterExchange() {
+    /// Between requests: close if asked to, otherwise wait (idle timer) for the next one.
+    func afterExchange() {
         if closeAfterResponse && !discardingBody {
             // Close only once the last response has been written out, so it is not lost.
             let channel = context.channel
@@ -593,7 +687,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
 
     // MARK: local responses
 
-    private func respondLocally(head: HTTPRequestHead, route: CompiledRoute?, status: HTTPResponseStatus, body: String, flags: String) {
+    func respondLocally(head: HTTPRequestHead, route: CompiledRoute?, status: HTTPResponseStatus, body: String, flags: String) {
         let requestID = head.headers.first(name: "x-request-id") ?? UUID().uuidString.lowercased()
         // If a body may still be on its way, read and drop it so the connection stays usable;
         // a client waiting on 100-continue will not send it, so close instead.
@@ -621,7 +715,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         }
     }
 
-    private func writeLocalResponse(version: HTTPVersion, status: HTTPResponseStatus, body: String, requestID: String) {
+    func writeLocalResponse(version: HTTPVersion, status: HTTPResponseStatus, body: String, requestID: String) {
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: "text/plain; charset=utf-8")
         headers.add(name: "content-length", value: String(body.utf8.count))

@@ -27,6 +27,8 @@ final class Worker: @unchecked Sendable {
     let eventLoop: EventLoop
     let clusters: [String: ClusterLoopState]
     let accessLog: AccessLogBuffer
+    /// This worker's VM of each plugin (and per-route variant), keyed like PluginManager's.
+    var plugins: [String: PluginWorker] = [:]
 
     init(eventLoop: EventLoop, clusters: [String: ClusterRuntime], accessLog: AccessLogSink) {
         self.eventLoop = eventLoop

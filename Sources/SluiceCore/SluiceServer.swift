@@ -32,6 +32,7 @@ public final class SluiceServer: @unchecked Sendable {
     private var serverChannels: [String: Channel] = [:]
     private var adminChannel: Channel?
     private var healthCheckers: [HealthChecker] = []
+    private(set) var pluginManager: PluginManager?
     private let connections = ConnectionRegistry()
     private let draining = Atomic<Bool>(false)
 
@@ -47,8 +48,22 @@ public final class SluiceServer: @unchecked Sendable {
         self.runtime = ProxyRuntime(config: config, eventLoops: loops)
     }
 
-    /// Binds every listener and the admin API. Throws (after closing what was bound) if any bind fails.
+    /// Binds every listener and the admin API, after loading every plugin. Throws (after
+    /// closing what was bound) if a plugin fails to load or start, or a bind fails.
     public func start() async throws {
+        let manager = try PluginManager(config: runtime.config, logger: logger)
+        pluginManager = manager
+        for worker in runtime.allWorkers {
+            try await worker.eventLoop.submit { [logger] in
+                var all = manager.plugins
+                for (key, variant) in manager.variants { all[key] = variant }
+                for (key, plugin) in all {
+                    let pw = PluginWorker(runtime: plugin, shared: manager.shared, worker: worker, logger: logger)
+                    pw.startVM()
+                    worker.plugins[key] = pw
+                }
+            }.get()
+        }
         do {
             for listener in runtime.config.listeners {
                 let l = runtime.listeners[listener.name]!
@@ -77,7 +92,9 @@ public final class SluiceServer: @unchecked Sendable {
     public var adminAddress: SocketAddress? { adminChannel?.localAddress }
 
     public func prometheusText() -> String {
-        runtime.stats.renderPrometheus(endpointHealth: runtime.endpointHealth())
+        var text = runtime.stats.renderPrometheus(endpointHealth: runtime.endpointHealth())
+        if let manager = pluginManager { text += renderPluginMetrics(manager) }
+        return text
     }
 
     private func describe(_ a: SocketAddress) -> String {
@@ -152,6 +169,8 @@ public final class SluiceServer: @unchecked Sendable {
         for channel in connections.all { try? await channel.close() }
         for worker in runtime.allWorkers {
             try? await worker.eventLoop.submit {
+                for plugin in worker.plugins.values { plugin.stop() }
+                worker.plugins.removeAll()
                 worker.accessLog.flush()
                 for state in worker.clusters.values { state.closeAll() }
             }.get()

@@ -115,6 +115,14 @@ struct PrometheusWriter {
         }
     }
 
+    mutating func histogram(_ name: String, _ help: String, buckets: [(labels: [(String, String)], value: Int)], sum: Int, count: Int) {
+        text += "# HELP \(name) \(help)\n# TYPE \(name) histogram\n"
+        for b in buckets {
+            text += "\(name)_bucket{" + b.labels.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: ",") + "} \(b.value)\n"
+        }
+        text += "\(name)_sum \(sum)\n\(name)_count \(count)\n"
+    }
+
     private func escape(_ s: String) -> String {
         s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
     }

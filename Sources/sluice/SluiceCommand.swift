@@ -38,10 +38,6 @@ struct Run: AsyncParsableCommand {
             FileHandle.standardError.write(Data((error.description + "\n").utf8))
             throw ExitCode(1)
         }
-        if let problem = unsupportedAtRuntime(parsed) {
-            FileHandle.standardError.write(Data("\(config): error: \(problem)\n".utf8))
-            throw ExitCode(1)
-        }
         let server = SluiceServer(config: parsed, workers: workers, logger: logger)
         do {
             try await server.start()
@@ -55,15 +51,6 @@ struct Run: AsyncParsableCommand {
         await server.shutdown()
         logger.info("stopped")
     }
-}
-
-/// Plugins are parsed and validated, but the Proxy-Wasm host that runs them is not part of
-/// this build yet: refusing to start beats silently serving without the filters.
-func unsupportedAtRuntime(_ config: SluiceConfiguration) -> String? {
-    for listener in config.listeners where !listener.httpFilters.isEmpty {
-        return "listener '\(listener.name)' uses http_filters, but this build has no Proxy-Wasm host yet (see docs/SUPPORT.md)"
-    }
-    return nil
 }
 
 struct Validate: ParsableCommand {

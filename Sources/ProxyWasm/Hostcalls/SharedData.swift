@@ -43,7 +43,7 @@ extension PluginVM {
     }
 
     /// Identifies this VM to the queue registry.
-    var ownerToken: UInt64 { UInt64(UInt(bitPattern: ObjectIdentifier(self).hashValue)) }
+    public var ownerToken: UInt64 { UInt64(UInt(bitPattern: ObjectIdentifier(self).hashValue)) }
 }
 
 /// A weak reference that may cross threads; it is only dereferenced on the VM's own thread

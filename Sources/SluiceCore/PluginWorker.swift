@@ -1,0 +1,149 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ProxyWasm
+import SluiceConfig
+
+/// One plugin on one worker: owns that worker's VM, its tick timer and callouts, and applies
+/// the failure policy when the VM traps. Confined to the worker's event loop.
+final class PluginWorker: PluginServices {
+    let runtime: PluginRuntime
+    let shared: PluginSharedState
+    let eventLoop: EventLoop
+    unowned let worker: Worker
+    let logger: Logger
+    private(set) var vm: PluginVM?
+    private var tick: RepeatedTask?
+    private var reloadAttempts = 0
+    private var reloadScheduled = false
+
+    init(runtime: PluginRuntime, shared: PluginSharedState, worker: Worker, logger: Logger) {
+        self.runtime = runtime
+        self.shared = shared
+        self.eventLoop = worker.eventLoop
+        self.worker = worker
+        var l = logger
+        l[metadataKey: "plugin"] = "\(runtime.config.name)"
+        self.logger = l
+    }
+
+    /// The VM streams should use now; nil when the plugin is failed (and not yet reloaded).
+    var activeVM: PluginVM? {
+        if let vm, !vm.failed { return vm }
+        return nil
+    }
+
+    var failurePolicy: FailurePolicy { runtime.config.failurePolicy }
+
+    /// Creates and starts this worker's VM. Failure leaves the plugin failed (policy applies).
+    func startVM() {
+        do {
+            let vm = try PluginVM(module: runtime.module, identity: runtime.identity, services: self, shared: shared)
+            vm.fuelPerMs = runtime.engineFuelPerMs
+            self.vm = vm
+            try vm.start()
+            if vm.failed { throw PluginError.start(vm.failureReason ?? "trap") }
+        } catch {
+            logger.error("plugin VM failed to start on this worker: \(error)")
+            vm = nil
+            runtime.stats.reloadFailures.increment()
+            if failurePolicy == .reload { scheduleReload() }
+        }
+    }
+
+    func stop() {
+        tick?.cancel()
+        tick = nil
+        if let vm, !vm.failed { vm.shutdown() }
+        if let vm { shared.queues.ownerGone(token: vm.ownerToken) }
+        vm = nil
+    }
+
+    // MARK: PluginServices
+
+    func log(_ level: LogLevel, _ message: String) {
+        logger.log(level: level.swiftLogLevel, "\(message)")
+    }
+
+    var logLevel: LogLevel { LogLevel(logger.logLevel) }
+
+    func setTickPeriod(vm: PluginVM, milliseconds: UInt32) {
+        tick?.cancel()
+        tick = nil
+        guard milliseconds > 0 else { return }
+        let period = TimeAmount.milliseconds(Int64(milliseconds))
+        tick = eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { [weak self, weak vm] task in
+            guard let self, let vm, !vm.failed, self.vm === vm else {
+                task.cancel()
+                return
+            }
+            vm.onTick()
+        }
+    }
+
+    func execute(_ work: @escaping () -> Void) {
+        eventLoop.assumeIsolatedUnsafeUnchecked().execute(work)
+    }
+
+    var executor: @Sendable (@escaping @Sendable () -> Void) -> Void {
+        let loop = eventLoop
+        return { work in loop.execute(work) }
+    }
+
+    func vmFailed(_ vm: PluginVM, reason: String) {
+        if reason.contains("CPU budget exhausted") { runtime.stats.budgetExhausted.increment() } else { runtime.stats.traps.increment() }
+        tick?.cancel()
+        tick = nil
+        shared.queues.ownerGone(token: vm.ownerToken)
+        if failurePolicy == .reload { scheduleReload() }
+    }
+
+    /// FAIL_RELOAD: a fresh VM after an exponential back-off (1 s, 2 s, 4 s … up to 60 s);
+    /// until then streams are failed closed.
+    private func scheduleReload() {
+        guard !reloadScheduled else { return }
+        reloadScheduled = true
+        let delay = min(60_000, 1000 << min(reloadAttempts, 6))
+        reloadAttempts += 1
+        eventLoop.assumeIsolatedUnsafeUnchecked().scheduleTask(in: .milliseconds(Int64(delay))) { [weak self] in
+            guard let self else { return }
+            self.reloadScheduled = false
+            self.startVM()
+            if self.activeVM != nil {
+                self.runtime.stats.reloads.increment()
+                self.logger.notice("plugin VM reloaded after failure")
+            }
+        }
+    }
+
+    /// An HTTP callout to a configured cluster (or, when the plugin allows it, any host:port).
+    func httpCall(vm: PluginVM, token: UInt32, upstream: String, headers: [(String, String)], body: [UInt8], trailers: [(String, String)], timeoutMs: UInt32) -> WasmResult {
+        let target: HTTPCallClient.Target
+        if let cluster = worker.clusters[upstream] {
+            guard let index = cluster.pick() else {
+                // No healthy endpoint: fail the call asynchronously, as a reset.
+                execute { [weak vm] in vm?.deliverHTTPCallResponse(token: token, response: nil, failure: "no healthy upstream") }
+                return .ok
+            }
+            let endpoint = cluster.runtime.endpoints[index]
+            target = .init(address: endpoint.socketAddress, host: endpoint.address.host, port: endpoint.address.port, connectTimeout: cluster.runtime.config.connectTimeout)
+        } else if runtime.identity.allowAnyHTTPCallTarget, let hp = HostPort.parse(upstream), hp.port != 0 {
+            target = .init(address: try? SocketAddress(ipAddress: hp.host, port: hp.port), host: hp.host, port: hp.port, connectTimeout: .seconds(5))
+        } else {
+            log(.warn, "http_call to unknown cluster '\(upstream)'")
+            return .badArgument
+        }
+        HTTPCallClient.send(on: eventLoop, to: target, headers: headers, body: body, trailers: trailers,
+                            timeout: timeoutMs == 0 ? nil : .milliseconds(Int64(timeoutMs))) { [weak vm] result in
+            guard let vm, !vm.failed else { return }
+            switch result {
+            case .success(let response):
+                vm.deliverHTTPCallResponse(token: token, response: response)
+            case .failure(let error):
+                vm.deliverHTTPCallResponse(token: token, response: nil, failure: error.description)
+            }
+        }
+        return .ok
+    }
+}
