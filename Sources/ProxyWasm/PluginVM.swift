@@ -279,32 +279,45 @@ public final class PluginVM {
     }
 
     public func onRequestHeaders(_ id: UInt32, count: Int, endOfStream: Bool) -> HeadersAction {
+        beginCallback(id)
         let args: [UInt64] = abi == .v0_1_0 ? [UInt64(id), UInt64(count)] : [UInt64(id), UInt64(count), endOfStream ? 1 : 0]
         return headersAction(call(fns.onRequestHeaders, "proxy_on_request_headers", context: id, args), id)
     }
 
     public func onResponseHeaders(_ id: UInt32, count: Int, endOfStream: Bool) -> HeadersAction {
+        beginCallback(id)
         let args: [UInt64] = abi == .v0_1_0 ? [UInt64(id), UInt64(count)] : [UInt64(id), UInt64(count), endOfStream ? 1 : 0]
         return headersAction(call(fns.onResponseHeaders, "proxy_on_response_headers", context: id, args), id)
     }
 
     public func onRequestBody(_ id: UInt32, size: Int, endOfStream: Bool) -> DataAction {
-        dataAction(call(fns.onRequestBody, "proxy_on_request_body", context: id, [UInt64(id), UInt64(size), endOfStream ? 1 : 0]), id)
+        beginCallback(id)
+        return dataAction(call(fns.onRequestBody, "proxy_on_request_body", context: id, [UInt64(id), UInt64(size), endOfStream ? 1 : 0]), id)
     }
 
     public func onResponseBody(_ id: UInt32, size: Int, endOfStream: Bool) -> DataAction {
-        dataAction(call(fns.onResponseBody, "proxy_on_response_body", context: id, [UInt64(id), UInt64(size), endOfStream ? 1 : 0]), id)
+        beginCallback(id)
+        return dataAction(call(fns.onResponseBody, "proxy_on_response_body", context: id, [UInt64(id), UInt64(size), endOfStream ? 1 : 0]), id)
     }
 
     public func onRequestTrailers(_ id: UInt32, count: Int) -> TrailersAction {
-        trailersAction(call(fns.onRequestTrailers, "proxy_on_request_trailers", context: id, [UInt64(id), UInt64(count)]), id)
+        beginCallback(id)
+        return trailersAction(call(fns.onRequestTrailers, "proxy_on_request_trailers", context: id, [UInt64(id), UInt64(count)]), id)
     }
 
     public func onResponseTrailers(_ id: UInt32, count: Int) -> TrailersAction {
-        trailersAction(call(fns.onResponseTrailers, "proxy_on_response_trailers", context: id, [UInt64(id), UInt64(count)]), id)
+        beginCallback(id)
+        return trailersAction(call(fns.onResponseTrailers, "proxy_on_response_trailers", context: id, [UInt64(id), UInt64(count)]), id)
     }
 
-    /// A local response sent during the callback forces "stop", whatever the guest returned.
+    /// A local response sent during the callback forces "stop", whatever the guest returned;
+    /// only during that callback, so the flag is cleared before each one.
+    @discardableResult
+    private func beginCallback(_ id: UInt32) -> UInt32 {
+        streams[id]?.localResponseSent = false
+        return id
+    }
+
     private func headersAction(_ raw: UInt64?, _ id: UInt32) -> HeadersAction {
         if streams[id]?.localResponseSent == true { return .stopAll }
         return HeadersAction(raw: raw ?? 0, stopIterationHoldsAll: false)

@@ -1,0 +1,305 @@
+/*
+ * The host conformance filter: one filter that exercises every hostcall family, chosen per
+ * request by the `x-test` request header. Used by the Proxy-Wasm integration tests.
+ */
+#include <stdio.h>
+#include "../../sdk/c/proxy_wasm.h"
+
+PW_MODULE_BOILERPLATE
+
+#define MAX_CONTEXTS 4096
+static char configuration[256];
+static uint32_t requests_metric, gauge_metric, latency_metric;
+static uint32_t queue_id;
+/* Per stream: the x-test mode, and the callout token if one is pending. */
+static char modes[MAX_CONTEXTS][32];
+static uint32_t callout_stream[64];
+static uint32_t response_chunks[MAX_CONTEXTS];
+
+static const char *mode(uint32_t ctx) { return modes[ctx % MAX_CONTEXTS]; }
+static int is(uint32_t ctx, const char *m) { return strcmp(mode(ctx), m) == 0; }
+
+static void set_shared_counter(const char *key, int delta) {
+    /* Increment with compare-and-swap, retrying on contention from other workers. */
+    for (int attempt = 0; attempt < 100; attempt++) {
+        char *value = NULL; size_t len = 0; uint32_t cas = 0;
+        long current = 0;
+        if (proxy_get_shared_data(key, strlen(key), &value, &len, &cas) == PW_OK) {
+            char tmp[32] = {0};
+            memcpy(tmp, value, len < 31 ? len : 31);
+            current = atol(tmp);
+            free(value);
+        }
+        char next[32];
+        snprintf(next, sizeof next, "%ld", current + delta);
+        if (proxy_set_shared_data(key, strlen(key), next, strlen(next), cas) == PW_OK) return;
+    }
+}
+
+static long get_shared_counter(const char *key) {
+    char *value = NULL; size_t len = 0; uint32_t cas = 0;
+    if (proxy_get_shared_data(key, strlen(key), &value, &len, &cas) != PW_OK) return -1;
+    char tmp[32] = {0};
+    memcpy(tmp, value, len < 31 ? len : 31);
+    free(value);
+    return atol(tmp);
+}
+
+PW_EXPORT(proxy_on_vm_start) uint32_t on_vm_start(uint32_t root, uint32_t size) {
+    pw_log(PW_INFO, "conformance filter: vm start");
+    return 1;
+}
+
+PW_EXPORT(proxy_on_configure) uint32_t on_configure(uint32_t root, uint32_t size) {
+    size_t len = 0;
+    char *conf = pw_buffer_bytes(PW_PLUGIN_CONFIGURATION, &len);
+    if (conf) {
+        snprintf(configuration, sizeof configuration, "%s", conf);
+        free(conf);
+    }
+    if (strcmp(configuration, "reject") == 0) return 0;
+    if (strcmp(configuration, "trap-on-configure") == 0) __builtin_trap();
+    proxy_define_metric(PW_COUNTER, "requests", 8, &requests_metric);
+    proxy_define_metric(PW_GAUGE, "in_flight", 9, &gauge_metric);
+    proxy_define_metric(PW_HISTOGRAM, "body_bytes", 10, &latency_metric);
+    proxy_register_shared_queue("events", 6, &queue_id);
+    if (strstr(configuration, "tick")) proxy_set_tick_period_milliseconds(20);
+    return 1;
+}
+
+PW_EXPORT(proxy_on_tick) void on_tick(uint32_t root) { set_shared_counter("ticks", 1); }
+
+PW_EXPORT(proxy_on_queue_ready) void on_queue_ready(uint32_t root, uint32_t id) {
+    char *value = NULL; size_t len = 0;
+    while (proxy_dequeue_shared_queue(id, &value, &len) == PW_OK) {
+        proxy_set_shared_data("last_event", 10, value, len, 0);
+        free(value);
+    }
+}
+
+PW_EXPORT(proxy_on_context_create) void on_context_create(uint32_t ctx, uint32_t parent) {
+    if (parent != 0) { modes[ctx % MAX_CONTEXTS][0] = 0; response_chunks[ctx % MAX_CONTEXTS] = 0; }
+}
+
+PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, uint32_t n, uint32_t eos) {
+    char *m = pw_header(PW_REQUEST_HEADERS, "x-test");
+    snprintf(modes[ctx % MAX_CONTEXTS], 32, "%s", m ? m : "");
+    free(m);
+    proxy_increment_metric(requests_metric, 1);
+    proxy_increment_metric(gauge_metric, 1);
+    pw_add_header(PW_REQUEST_HEADERS, "x-c-filter", "seen");
+    pw_add_header(PW_REQUEST_HEADERS, "x-c-config", configuration);
+
+    if (is(ctx, "local")) {
+        const char *k[] = {"x-denied"}, *v[] = {"yes"};
+        pw_send_response(403, "denied by c\n", k, v, 1);
+        return PW_CONTINUE;  /* the host must stop anyway: a local response was sent */
+    }
+    if (is(ctx, "trap")) __builtin_trap();
+    if (is(ctx, "loop")) { volatile int x = 1; while (x) {} }
+    if (is(ctx, "oob")) {
+        pw_status s = proxy_log(PW_INFO, (const char *)0xFFFFFFF0, 100);
+        char buf[16]; snprintf(buf, sizeof buf, "%d", s);
+        pw_add_header(PW_REQUEST_HEADERS, "x-oob-status", buf);
+        s = proxy_get_header_map_value(PW_REQUEST_HEADERS, "x-test", 6, (char **)0x7FFFFFF0, (size_t *)0x7FFFFFF4);
+        snprintf(buf, sizeof buf, "%d", s);
+        pw_add_header(PW_REQUEST_HEADERS, "x-oob-out-status", buf);
+    }
+    if (is(ctx, "property")) {
+        size_t len = 0;
+        char *v = pw_property("request\0path", 12, &len);
+        pw_add_header(PW_REQUEST_HEADERS, "x-prop-path", v ? v : "(none)"); free(v);
+        v = pw_property("request\0method", 14, &len);
+        pw_add_header(PW_REQUEST_HEADERS, "x-prop-method", v ? v : "(none)"); free(v);
+        v = pw_property("plugin_name", 11, &len);
+        pw_add_header(PW_REQUEST_HEADERS, "x-prop-plugin", v ? v : "(none)"); free(v);
+        v = pw_property("source\0address", 14, &len);
+        pw_add_header(PW_REQUEST_HEADERS, "x-prop-source", v ? v : "(none)"); free(v);
+        v = pw_property("xds\0route_name", 14, &len);
+        pw_add_header(PW_REQUEST_HEADERS, "x-prop-route", v ? v : "(none)"); free(v);
+        v = pw_property("request\0headers\0x-test", 22, &len);
+        pw_add_header(PW_REQUEST_HEADERS, "x-prop-header", v ? v : "(none)"); free(v);
+        uint64_t port = 0;
+        v = pw_property("source\0port", 11, &len);
+        if (v && len == 8) memcpy(&port, v, 8);
+        free(v);
+        char buf[32]; snprintf(buf, sizeof buf, "%s", port > 0 ? "int64" : "bad");
+        pw_add_header(PW_REQUEST_HEADERS, "x-prop-port-encoding", buf);
+        proxy_set_property("my_state", 8, "from-c", 6);
+        v = pw_property("my_state", 8, &len);
+        pw_add_header(PW_REQUEST_HEADERS, "x-prop-state", v ? v : "(none)"); free(v);
+        pw_status s = proxy_get_property("nope\0nothing", 12, (char **)&v, &len);
+        snprintf(buf, sizeof buf, "%d", s);
+        pw_add_header(PW_REQUEST_HEADERS, "x-prop-missing", buf);
+    }
+    if (is(ctx, "shared")) {
+        set_shared_counter("hits", 1);
+        char buf[32]; snprintf(buf, sizeof buf, "%ld", get_shared_counter("hits"));
+        pw_add_header(PW_REQUEST_HEADERS, "x-hits", buf);
+    }
+    if (is(ctx, "shared-read")) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "%ld", get_shared_counter("hits"));
+        pw_add_header(PW_REQUEST_HEADERS, "x-hits", buf);
+        snprintf(buf, sizeof buf, "%ld", get_shared_counter("ticks"));
+        pw_add_header(PW_REQUEST_HEADERS, "x-ticks", buf);
+        char *value = NULL; size_t len = 0; uint32_t cas = 0;
+        if (proxy_get_shared_data("last_event", 10, &value, &len, &cas) == PW_OK) {
+            char ev[64] = {0}; memcpy(ev, value, len < 63 ? len : 63); free(value);
+            pw_add_header(PW_REQUEST_HEADERS, "x-last-event", ev);
+        }
+    }
+    if (is(ctx, "enqueue")) {
+        uint32_t id = 0;
+        if (proxy_resolve_shared_queue("", 0, "events", 6, &id) == PW_OK) proxy_enqueue_shared_queue(id, "hello-queue", 11);
+    }
+    if (is(ctx, "headers")) {
+        pw_replace_header(PW_REQUEST_HEADERS, "user-agent", "conformance");
+        pw_remove_header(PW_REQUEST_HEADERS, "x-remove-me");
+        char *pairs = NULL; size_t len = 0;
+        proxy_get_header_map_pairs(PW_REQUEST_HEADERS, &pairs, &len);
+        uint32_t count = 0; if (len >= 4) memcpy(&count, pairs, 4);
+        free(pairs);
+        char buf[16]; snprintf(buf, sizeof buf, "%u", count);
+        pw_add_header(PW_REQUEST_HEADERS, "x-pair-count", buf);
+        char *missing = pw_header(PW_REQUEST_HEADERS, "x-absent");
+        pw_add_header(PW_REQUEST_HEADERS, "x-absent-is-null", missing ? "no" : "yes");
+        free(missing);
+    }
+    if (is(ctx, "rewrite-path")) {
+        pw_replace_header(PW_REQUEST_HEADERS, ":path", "/rewritten");
+    }
+    if (is(ctx, "upper-body")) {
+        /* Hold the headers and read the whole body before the upstream sees anything. */
+        pw_remove_header(PW_REQUEST_HEADERS, "content-length");
+        return PW_PAUSE;
+    }
+    if (is(ctx, "callout")) {
+        const char *k[] = {":method", ":path", ":authority", "x-from"}, *v[] = {"GET", "/authz", "authz.local", "conformance"};
+        size_t hlen = 0;
+        char *h = pw_serialize_pairs(k, v, 4, &hlen);
+        uint32_t token = 0;
+        pw_status s = proxy_http_call("authz", 5, h, hlen, "", 0, "", 0, 2000, &token);
+        free(h);
+        if (s != PW_OK) {
+            const char *kk[] = {"x-callout-status"}; char b[8]; snprintf(b, sizeof b, "%d", s); const char *vv[] = {b};
+            pw_send_response(500, "callout failed\n", kk, vv, 1);
+            return PW_PAUSE;
+        }
+        callout_stream[token % 64] = ctx;
+        return PW_PAUSE;
+    }
+    if (is(ctx, "callout-bad-cluster")) {
+        const char *k[] = {":method", ":path", ":authority"}, *v[] = {"GET", "/", "x"};
+        size_t hlen = 0; char *h = pw_serialize_pairs(k, v, 3, &hlen);
+        uint32_t token = 0;
+        pw_status s = proxy_http_call("no-such-cluster", 15, h, hlen, "", 0, "", 0, 1000, &token);
+        free(h);
+        char b[8]; snprintf(b, sizeof b, "%d", s);
+        pw_add_header(PW_REQUEST_HEADERS, "x-callout-status", b);
+    }
+    if (is(ctx, "foreign")) {
+        char *out = NULL; size_t len = 0;
+        pw_status s = proxy_call_foreign_function("compress", 8, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 40, &out, &len);
+        char *back = NULL; size_t blen = 0;
+        pw_status s2 = proxy_call_foreign_function("uncompress", 10, out, len, &back, &blen);
+        char b[64]; snprintf(b, sizeof b, "%d/%d/%zu", s, s2, blen);
+        pw_add_header(PW_REQUEST_HEADERS, "x-foreign", b);
+        free(out); free(back);
+        s = proxy_call_foreign_function("no_such_function", 16, "", 0, &out, &len);
+        snprintf(b, sizeof b, "%d", s);
+        pw_add_header(PW_REQUEST_HEADERS, "x-foreign-missing", b);
+        uint32_t code = 99; char *msg = NULL; size_t mlen = 0;
+        proxy_get_status(&code, &msg, &mlen);
+        free(msg);
+    }
+    if (is(ctx, "grpc")) {
+        /* gRPC is not implemented: the import exists and answers Unimplemented (12). */
+        extern pw_status proxy_grpc_call(const char *, size_t, const char *, size_t, const char *, size_t, const char *, size_t, const char *, size_t, uint32_t, uint32_t *) PW_IMPORT(proxy_grpc_call);
+        uint32_t token = 0;
+        pw_status s = proxy_grpc_call("c", 1, "s", 1, "m", 1, "", 0, "", 0, 100, &token);
+        char b[8]; snprintf(b, sizeof b, "%d", s);
+        pw_add_header(PW_REQUEST_HEADERS, "x-grpc-status", b);
+    }
+    return PW_CONTINUE;
+}
+
+PW_EXPORT(proxy_on_request_body) uint32_t on_request_body(uint32_t ctx, uint32_t size, uint32_t eos) {
+    if (is(ctx, "upper-body")) {
+        if (!eos) return PW_PAUSE;  /* keep buffering until the whole body is here */
+        size_t len = 0;
+        char *body = pw_buffer_bytes(PW_REQUEST_BODY, &len);
+        for (size_t i = 0; i < len; i++) if (body[i] >= 'a' && body[i] <= 'z') body[i] -= 32;
+        proxy_set_buffer_bytes(PW_REQUEST_BODY, 0, len, body, len);
+        free(body);
+        return PW_CONTINUE;
+    }
+    if (is(ctx, "body-local") && eos) {
+        size_t len = 0;
+        char *body = pw_buffer_bytes(PW_REQUEST_BODY, &len);
+        char reply[128]; snprintf(reply, sizeof reply, "saw %zu body bytes\n", len);
+        free(body);
+        pw_send_response(200, reply, NULL, NULL, 0);
+        return PW_CONTINUE;
+    }
+    if (is(ctx, "body-local")) return PW_PAUSE;
+    return PW_CONTINUE;
+}
+
+PW_EXPORT(proxy_on_http_call_response) void on_http_call_response(uint32_t root, uint32_t token, uint32_t nheaders, uint32_t body_size, uint32_t ntrailers) {
+    uint32_t stream = callout_stream[token % 64];
+    if (proxy_set_effective_context(stream) != PW_OK) return;  /* the stream is gone */
+    if (nheaders == 0) {
+        pw_send_response(503, "authz unavailable\n", NULL, NULL, 0);
+        return;
+    }
+    char *status = pw_header(PW_HTTP_CALL_RESPONSE_HEADERS, ":status");
+    size_t len = 0;
+    char *body = pw_buffer_bytes(PW_HTTP_CALL_RESPONSE_BODY, &len);
+    if (status && strcmp(status, "200") == 0) {
+        pw_add_header(PW_REQUEST_HEADERS, "x-authz-status", status);
+        pw_add_header(PW_REQUEST_HEADERS, "x-authz-body-bytes", len > 0 ? "some" : "none");
+        proxy_continue_stream(PW_STREAM_REQUEST);
+    } else {
+        const char *k[] = {"x-authz-status"}, *v[] = {status ? status : "?"};
+        pw_send_response(403, "denied by authz\n", k, v, 1);
+    }
+    free(status); free(body);
+}
+
+PW_EXPORT(proxy_on_response_headers) uint32_t on_response_headers(uint32_t ctx, uint32_t n, uint32_t eos) {
+    pw_add_header(PW_RESPONSE_HEADERS, "x-c-response", "seen");
+    char *status = pw_header(PW_RESPONSE_HEADERS, ":status");
+    pw_add_header(PW_RESPONSE_HEADERS, "x-c-saw-status", status ? status : "?");
+    free(status);
+    if (is(ctx, "append-response")) pw_remove_header(PW_RESPONSE_HEADERS, "content-length");
+    return PW_CONTINUE;
+}
+
+PW_EXPORT(proxy_on_response_body) uint32_t on_response_body(uint32_t ctx, uint32_t size, uint32_t eos) {
+    response_chunks[ctx % MAX_CONTEXTS]++;
+    proxy_record_metric(latency_metric, size);
+    if (is(ctx, "append-response")) {
+        if (!eos) return PW_PAUSE;
+        proxy_set_buffer_bytes(PW_RESPONSE_BODY, 0xFFFFFFFF, 0, " [appended by c]", 16);
+    }
+    return PW_CONTINUE;
+}
+
+PW_EXPORT(proxy_on_log) void on_log(uint32_t ctx) {
+    size_t len = 0;
+    char *code = pw_property("response\0code", 13, &len);
+    if (code && len == 8) {
+        int64_t c = 0; memcpy(&c, code, 8);
+        char key[32]; snprintf(key, sizeof key, "logged_%lld", (long long)c);
+        set_shared_counter(key, 1);
+    }
+    free(code);
+}
+
+PW_EXPORT(proxy_on_done) uint32_t on_done(uint32_t ctx) {
+    if (ctx != 1) proxy_increment_metric(gauge_metric, -1);
+    return 1;
+}
+
+PW_EXPORT(proxy_on_delete) void on_delete(uint32_t ctx) {}

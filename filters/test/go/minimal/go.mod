@@ -1,0 +1,3 @@
+module sluice.test/minimal
+
+go 1.24
