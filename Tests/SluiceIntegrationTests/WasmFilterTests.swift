@@ -1,0 +1,312 @@
+import Foundation
+import XCTest
+
+/// The Proxy-Wasm host through the real proxy: filters built from C, Embedded Swift and Go,
+/// every hostcall family, pause/resume, local responses, callouts, timers, queues, shared
+/// data across workers, metrics, and what happens when a filter misbehaves.
+final class WasmFilterTests: XCTestCase {
+    var upstream: TestUpstream!
+
+    override func setUp() async throws {
+        upstream = try await TestUpstream.start(name: "origin", group: testGroup)
+    }
+
+    override func tearDown() async throws {
+        await upstream.stop()
+    }
+
+    /// A proxy whose listener `main` runs `filters` (each `name: yaml-object`), routes `/` to
+    /// the test upstream and has a cluster `authz` (the same upstream unless given).
+    func proxy(filters: [(String, String)], routes: String? = nil, authzPort: Int? = nil, workers: Int = 1) async throws -> ProxyUnderTest {
+        var plugins = ""
+        for (name, extra) in filters {
+            let module = try TestFilters.path(name.hasPrefix("swift") ? "swift-headers" : name.hasPrefix("go") ? "go-minimal" : "c-conformance")
+            plugins += "  - { name: \(name), module: \"\(module)\"\(extra.isEmpty ? "" : ", " + extra) }\n"
+        }
+        return try await ProxyUnderTest.start("""
+            listeners:
+              - name: main
+                address: 127.0.0.1:0
+                http_filters: [\(filters.map(\.0).joined(separator: ", "))]
+                routes:
+            \(routes ?? "      - { match: { prefix: / }, cluster: origin }")
+            clusters:
+              - { name: origin, endpoints: ["127.0.0.1:{{origin}}"] }
+              - { name: authz, endpoints: ["127.0.0.1:{{authz}}"] }
+            plugins:
+            \(plugins)
+            """, ports: ["origin": upstream.port, "authz": authzPort ?? upstream.port], workers: workers)
+    }
+
+    /// One request on a new connection (blocking: the proxy runs on its own threads).
+    func get(_ port: Int, _ mode: String, path: String = "/t", headers: [(String, String)] = []) throws -> RawHTTPClient.Response {
+        try httpGet(port, path, headers: [("x-test", mode)] + headers)
+    }
+
+    func upstreamHeaders(_ r: RawHTTPClient.Response) throws -> [String: String] { try echoedHeaders(r) }
+}
+
+/// The headers the test upstream received, from the JSON it echoes.
+func echoedHeaders(_ r: RawHTTPClient.Response) throws -> [String: String] {
+    do {
+        let json = try JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any]
+        return json?["headers"] as? [String: String] ?? [:]
+    }
+}
+
+extension WasmFilterTests {
+
+    func testFiltersInCSwiftAndGoRunInOrder() async throws {
+        let p = try await proxy(filters: [("c", "configuration: from-yaml"), ("swift", "configuration: { greeting: hi }"), ("go", "")])
+        let port = p.port()
+        let r = try get(port, "none")
+        XCTAssertEqual(r.status, 200)
+        let seen = try upstreamHeaders(r)
+        XCTAssertEqual(seen["x-c-filter"], "seen")
+        XCTAssertEqual(seen["x-c-config"], "from-yaml")
+        XCTAssertEqual(seen["x-swift-filter"], "{\"greeting\":\"hi\"}", "structured YAML configuration arrives as JSON")
+        XCTAssertEqual(seen["x-go-filter"], "go", "the Go module read the plugin_name property")
+        // Responses pass the filters in reverse order: go, swift, then c (which sees them all).
+        let names = r.headers.map(\.0)
+        XCTAssertLessThan(names.firstIndex(of: "x-go-response")!, names.firstIndex(of: "x-swift-response")!)
+        XCTAssertLessThan(names.firstIndex(of: "x-swift-response")!, names.firstIndex(of: "x-c-response")!)
+
+        let swiftDeny = try get(port, "swift-deny")
+        XCTAssertEqual(swiftDeny.status, 401)
+        XCTAssertEqual(swiftDeny.header("www-authenticate"), "Basic")
+        XCTAssertEqual(swiftDeny.text, "swift says no\n")
+        XCTAssertEqual(swiftDeny.header("x-c-saw-status"), "401", "an earlier filter's response callback sees the local answer")
+        XCTAssertNil(swiftDeny.header("x-go-response"), "a later filter that never saw the request does not see its answer")
+
+        let goDeny = try get(port, "go-deny")
+        XCTAssertEqual(goDeny.status, 418)
+        XCTAssertEqual(goDeny.text, "go says no\n")
+        XCTAssertEqual(upstream.requests.load(ordering: .relaxed), 1, "local answers never reach the upstream")
+        await p.stop()
+    }
+
+    func testHeaderMapsPropertiesAndRouting() async throws {
+        let p = try await proxy(filters: [("c", "")], routes: """
+                  - { name: rewritten, match: { prefix: /rewritten }, direct_response: { status: 200, body: "rewritten route" } }
+                  - { name: everything, match: { prefix: / }, cluster: origin }
+            """)
+        let port = p.port()
+        var r = try get(port, "headers", headers: [("x-remove-me", "1"), ("user-agent", "curl")])
+        var seen = try upstreamHeaders(r)
+        XCTAssertEqual(seen["user-agent"], "conformance", "replace")
+        XCTAssertNil(seen["x-remove-me"], "remove")
+        XCTAssertEqual(seen["x-absent-is-null"], "yes", "a missing header is NotFound")
+        XCTAssertEqual(seen["x-pair-count"], "8", "4 pseudo-headers, x-test, user-agent and the two the filter added")
+
+        r = try get(port, "property", path: "/t?q=1")
+        seen = try upstreamHeaders(r)
+        XCTAssertEqual(seen["x-prop-path"], "/t?q=1")
+        XCTAssertEqual(seen["x-prop-method"], "GET")
+        XCTAssertEqual(seen["x-prop-plugin"], "c")
+        XCTAssertTrue(seen["x-prop-source"]?.hasPrefix("127.0.0.1:") == true, seen["x-prop-source"] ?? "")
+        XCTAssertEqual(seen["x-prop-route"], "everything")
+        XCTAssertEqual(seen["x-prop-header"], "property")
+        XCTAssertEqual(seen["x-prop-port-encoding"], "int64", "integers are 8-byte little-endian")
+        XCTAssertEqual(seen["x-prop-state"], "from-c", "proxy_set_property is readable back")
+        XCTAssertEqual(seen["x-prop-missing"], "1", "unknown properties are NotFound")
+
+        r = try get(port, "rewrite-path")
+        XCTAssertEqual(r.text, "rewritten route", "a filter changing :path re-routes the request")
+        XCTAssertEqual(r.header("x-c-saw-status"), "200")
+        await p.stop()
+    }
+
+    func testBodiesPauseBufferAndRewrite() async throws {
+        let p = try await proxy(filters: [("c", "buffer_limit_kb: 4")])
+        let port = p.port()
+        let up = try await blocking { try RawHTTPClient(port: port).request("POST", "/echo", headers: [("x-test", "upper-body")], body: "hello body, all of it") }
+        XCTAssertEqual(up.status, 200)
+        XCTAssertTrue(up.text.contains("\"body\":\"HELLO BODY, ALL OF IT\""), "the filter held the headers, read the whole body and rewrote it: \(up.text)")
+        XCTAssertTrue(up.text.contains("\"transfer-encoding\":\"chunked\""), "content-length removed by the filter: sent chunked")
+
+        // Chunked upload in several pieces, buffered until the end.
+        let chunked = try await blocking { () -> String in
+            let c = try RawHTTPClient(port: port)
+            try c.send("POST /echo HTTP/1.1\r\nHost: a\r\nx-test: upper-body\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+            usleep(50_000)
+            try c.send("3\r\ndef\r\n0\r\n\r\n")
+            return try c.readResponse().0.text
+        }
+        XCTAssertTrue(chunked.contains("\"body\":\"ABCDEF\""), chunked)
+
+        let appended = try get(port, "append-response", path: "/bytes/10")
+        XCTAssertEqual(appended.text, "xxxxxxxxxx [appended by c]")
+        XCTAssertNil(appended.header("content-length"))
+
+        let sized = try await blocking { try RawHTTPClient(port: port).request("POST", "/echo", headers: [("x-test", "body-local")], body: String(repeating: "z", count: 3000)) }
+        XCTAssertEqual(sized.text, "saw 3000 body bytes\n", "a local answer given after reading the whole body")
+
+        let tooBig = try await blocking { try RawHTTPClient(port: port).request("POST", "/echo", headers: [("x-test", "body-local")], body: String(repeating: "z", count: 6000)) }
+        XCTAssertEqual(tooBig.status, 413, "a paused filter's buffer is capped (buffer_limit_kb)")
+        await p.stop()
+    }
+
+    func testHTTPCallAllowsDeniesAndFails() async throws {
+        var p = try await proxy(filters: [("c", "")])
+        var r = try get(p.port(), "callout")
+        XCTAssertEqual(r.status, 200)
+        var seen = try upstreamHeaders(r)
+        XCTAssertEqual(seen["x-authz-status"], "200", "the request resumed after the callout response")
+        XCTAssertEqual(seen["x-authz-body-bytes"], "some")
+
+        r = try get(p.port(), "callout-bad-cluster")
+        seen = try upstreamHeaders(r)
+        XCTAssertEqual(seen["x-callout-status"], "2", "an unknown cluster is BadArgument")
+        await p.stop()
+
+        // The authorization service is down: the callout fails and the filter answers 503.
+        p = try await proxy(filters: [("c", "")], authzPort: SluiceProcess.freePort())
+        r = try get(p.port(), "callout")
+        XCTAssertEqual(r.status, 503)
+        XCTAssertEqual(r.text, "authz unavailable\n")
+        await p.stop()
+    }
+
+    func testSharedDataCASIsExactAcrossWorkers() async throws {
+        let p = try await proxy(filters: [("c", "")], workers: 2)
+        let port = p.port()
+        let perClient = 50, clients = 4
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<clients {
+                group.addTask {
+                    try await blocking {
+                        // A new connection per request spreads the load over both workers.
+                        for _ in 0..<perClient { _ = try httpGet(port, "/t", headers: [("x-test", "shared")]) }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let r = try get(port, "shared-read")
+        XCTAssertEqual(try upstreamHeaders(r)["x-hits"], String(perClient * clients), "no increment lost to a race between the two workers' VMs")
+        await p.stop()
+    }
+
+    func testTimersQueuesMetricsForeignFunctionsAndGrpc() async throws {
+        let p = try await proxy(filters: [("c", "configuration: tick")])
+        let port = p.port()
+        _ = try get(port, "enqueue")
+        var seen: [String: String] = [:]
+        let ok = eventually { () -> Bool in
+            guard let r = try? httpGet(port, "/t", headers: [("x-test", "shared-read")]),
+                  let h = try? echoedHeaders(r) else { return false }
+            seen = h
+            return (Int(h["x-ticks"] ?? "") ?? 0) >= 3 && h["x-last-event"] == "hello-queue"
+        }
+        XCTAssertTrue(ok, "on_tick runs every 20 ms and on_queue_ready drained the queue: \(seen)")
+
+        let r = try get(port, "foreign")
+        let h = try upstreamHeaders(r)
+        XCTAssertEqual(h["x-foreign"], "0/0/40", "compress then uncompress round-trips 40 bytes")
+        XCTAssertEqual(h["x-foreign-missing"], "1", "unknown foreign function: NotFound")
+        XCTAssertEqual(try upstreamHeaders(try get(port, "grpc"))["x-grpc-status"], "12", "gRPC answers Unimplemented")
+
+        let stats = try p.stats()
+        let requests = Int(stats.split(separator: "\n").first { $0.hasPrefix("c_requests ") }?.split(separator: " ").last ?? "") ?? 0
+        XCTAssertGreaterThanOrEqual(requests, 4, "the filter's counter is on /stats under the plugin's name")
+        XCTAssertTrue(stats.contains("# TYPE c_body_bytes histogram"), stats)
+        XCTAssertTrue(stats.contains("c_body_bytes_bucket{le=\"+Inf\"}"))
+        XCTAssertTrue(stats.contains("# TYPE c_in_flight gauge"))
+        await p.stop()
+    }
+
+    func testOutOfBoundsPointersGetInvalidMemoryAccess() async throws {
+        let p = try await proxy(filters: [("c", "")])
+        let r = try get(p.port(), "oob")
+        XCTAssertEqual(r.status, 200, "the host survives and the request goes on")
+        let h = try upstreamHeaders(r)
+        XCTAssertEqual(h["x-oob-status"], "6", "a message pointer outside memory: InvalidMemoryAccess")
+        XCTAssertEqual(h["x-oob-out-status"], "6", "out-pointers outside memory: InvalidMemoryAccess")
+        await p.stop()
+    }
+
+    func testTrapFailClosed() async throws {
+        let p = try await proxy(filters: [("c", "failure_policy: fail_closed")])
+        let port = p.port()
+        XCTAssertEqual(try get(port, "trap").status, 503)
+        let after = try get(port, "none")
+        XCTAssertEqual(after.status, 503, "a trapped VM is never called again; fail_closed refuses its streams")
+        XCTAssertEqual(try p.sample("sluice_plugin_traps_total{plugin=\"c\"}"), 1)
+        XCTAssertEqual(upstream.requests.load(ordering: .relaxed), 0)
+        await p.stop()
+    }
+
+    func testTrapFailOpen() async throws {
+        let p = try await proxy(filters: [("c", "failure_policy: fail_open"), ("swift", "configuration: still-here")])
+        let port = p.port()
+        let trapped = try get(port, "trap")
+        XCTAssertEqual(trapped.status, 200, "fail_open: the failed filter is skipped")
+        XCTAssertEqual(try upstreamHeaders(trapped)["x-swift-filter"], "still-here", "the other filters still run")
+        let after = try get(port, "none")
+        XCTAssertEqual(after.status, 200)
+        XCTAssertNil(try upstreamHeaders(after)["x-c-filter"], "the trapped filter is not called again")
+        await p.stop()
+    }
+
+    func testEndlessLoopHitsTheCPUBudget() async throws {
+        let p = try await proxy(filters: [("c", "cpu_budget: 50ms, failure_policy: fail_closed")])
+        let start = Date()
+        let r = try get(p.port(), "loop")
+        XCTAssertEqual(r.status, 503)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 10, "the worker was not hung by the loop")
+        XCTAssertEqual(try p.sample("sluice_plugin_cpu_budget_exhausted_total{plugin=\"c\"}"), 1)
+        // The proxy still serves other listeners' work on that worker: admin answers.
+        XCTAssertEqual(try httpGet(p.adminPort, "/ready").status, 200)
+        await p.stop()
+    }
+
+    func testReloadPolicyBringsAFreshVM() async throws {
+        let p = try await proxy(filters: [("c", "failure_policy: reload")])
+        let port = p.port()
+        XCTAssertEqual(try get(port, "trap").status, 503)
+        let recovered = eventually(timeout: 5) { (try? httpGet(port, "/t").header("x-upstream")) == "origin" }
+        XCTAssertTrue(recovered, "after the back-off a new VM serves again")
+        XCTAssertEqual(try p.sample("sluice_plugin_reloads_total{plugin=\"c\"}"), 1)
+        await p.stop()
+    }
+
+    func testPerRouteDisableAndConfiguration() async throws {
+        let p = try await proxy(filters: [("c", "configuration: default-conf")], routes: """
+                  - { match: { prefix: /plain }, cluster: origin, plugins: { c: { disabled: true } } }
+                  - { match: { prefix: /special }, cluster: origin, plugins: { c: { configuration: special-conf } } }
+                  - { match: { prefix: / }, cluster: origin }
+            """)
+        let port = p.port()
+        XCTAssertNil(try upstreamHeaders(try get(port, "none", path: "/plain"))["x-c-filter"])
+        XCTAssertEqual(try upstreamHeaders(try get(port, "none", path: "/special"))["x-c-config"], "special-conf")
+        XCTAssertEqual(try upstreamHeaders(try get(port, "none", path: "/other"))["x-c-config"], "default-conf")
+        await p.stop()
+    }
+
+    func testBrokenPluginsAreRefusedAtStart() async throws {
+        for (conf, expected) in [("configuration: reject", "proxy_on_configure returned false"),
+                                 ("configuration: trap-on-configure", "proxy_on_configure trapped")] {
+            do {
+                let p = try await proxy(filters: [("c", conf)])
+                await p.stop()
+                XCTFail("\(conf) was accepted")
+            } catch {
+                XCTAssertTrue("\(error)".contains(expected), "\(error)")
+                XCTAssertTrue("\(error)".contains("plugin 'c'"), "\(error)")
+            }
+        }
+        // A file that is not a Proxy-Wasm module.
+        let bogus = NSTemporaryDirectory() + "bogus-\(UUID().uuidString).wasm"
+        try Data([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]).write(to: URL(fileURLWithPath: bogus))
+        defer { try? FileManager.default.removeItem(atPath: bogus) }
+        do {
+            _ = try await ProxyUnderTest.start("""
+                listeners: [{ name: main, address: "127.0.0.1:0", http_filters: [x], routes: [{ match: { prefix: / }, direct_response: { status: 200 } }] }]
+                plugins: [{ name: x, module: "\(bogus)" }]
+                """)
+            XCTFail("an empty module was accepted")
+        } catch {
+            XCTAssertTrue("\(error)".contains("no known Proxy-Wasm ABI version"), "\(error)")
+        }
+    }
+}
