@@ -3,9 +3,11 @@
 # Each entry is checked first so a prepared machine pays nothing.
 set -euo pipefail
 apt_packages=()
-# (The core proxy's tests need nothing beyond Swift; the Wasm toolchains join here.)
+# The Wasm toolchains (wasi-libc, clang builtins for wasm32, Go) are installed by
+# filters/build.sh, which also builds the test filters.
 if ((${#apt_packages[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
+"$(dirname "$0")/../filters/build.sh"
