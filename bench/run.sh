@@ -3,7 +3,7 @@
 #   1. the upstream directly (nginx serving a 1 KiB body),
 #   2. nginx as a reverse proxy in front of it (upstream keep-alive on),
 #   3. Sluice as the same reverse proxy,
-#   4. Sluice with a Wasm filter (once the Proxy-Wasm host lands; skipped before),
+#   4. Sluice with a header-adding Wasm filter (filters/test/swift/headers.swift, Embedded Swift),
 # then prints requests/s, p50 and p99 for each and the Sluice/nginx ratios.
 #
 #   bench/run.sh                     # defaults: 10 s per target, 32 connections
@@ -24,12 +24,13 @@ if ! need wrk || ! need nginx; then
   apt-get update -qq && apt-get install -y -qq wrk nginx-light >/dev/null
 fi
 swift build -c release --product sluice >/dev/null
+filters/build.sh >/dev/null
 SLUICE=.build/release/sluice
 
 out=bench/out; mkdir -p "$out"
 work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 head -c 1024 /dev/zero | tr '\0' 'x' > "$work/1k"
-UP=18081; NGX=18082; SL=18083; ADMIN=18084
+UP=18081; NGX=18082; SL=18083; ADMIN=18084; SLF=18085; ADMINF=18086
 
 cat > "$work/nginx.conf" <<NGINX
 worker_processes $WORKERS;
@@ -63,7 +64,21 @@ clusters:
   - { name: origin, endpoints: ["127.0.0.1:$UP"] }
 YAML
 "$SLUICE" run -c "$work/sluice.yaml" --workers "$WORKERS" --log-level warning &
-for i in $(seq 50); do curl -sf "127.0.0.1:$ADMIN/ready" >/dev/null && curl -sf "127.0.0.1:$UP/" >/dev/null && break; sleep 0.1; done
+cat > "$work/sluice-filter.yaml" <<YAML
+admin: { address: "127.0.0.1:$ADMINF" }
+access_log: { format: off }
+listeners:
+  - name: bench
+    address: "127.0.0.1:$SLF"
+    http_filters: [headers]
+    routes: [{ match: { prefix: / }, cluster: origin }]
+clusters:
+  - { name: origin, endpoints: ["127.0.0.1:$UP"] }
+plugins:
+  - { name: headers, module: "$PWD/filters/build/swift-headers.wasm", configuration: bench }
+YAML
+"$SLUICE" run -c "$work/sluice-filter.yaml" --workers "$WORKERS" --log-level warning &
+for i in $(seq 100); do curl -sf "127.0.0.1:$ADMIN/ready" >/dev/null && curl -sf "127.0.0.1:$ADMINF/ready" >/dev/null && curl -sf "127.0.0.1:$UP/" >/dev/null && break; sleep 0.1; done
 
 run() { # name port
   wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$2/" >/dev/null  # warm-up
@@ -81,9 +96,13 @@ printf "%-22s %12s %10s %10s\n" target requests/s p50 p99
 run upstream-direct $UP
 run nginx-proxy $NGX
 run sluice-proxy $SL
+run sluice-wasm-filter $SLF
 
 to_us() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) print v+0; else if (v ~ /ms$/) print v*1000; else if (v ~ /s$/) print v*1000000; else print v }'; }
 read -r _ n_rps n_p50 n_p99 < <(grep '^nginx-proxy' "$out/summary.txt")
 read -r _ s_rps s_p50 s_p99 < <(grep '^sluice-proxy' "$out/summary.txt")
 awk -v s="$s_rps" -v n="$n_rps" -v sp50="$(to_us "$s_p50")" -v np50="$(to_us "$n_p50")" -v sp99="$(to_us "$s_p99")" -v np99="$(to_us "$n_p99")" 'BEGIN {
   printf "sluice/nginx: throughput %.2fx, p50 latency %.2fx, p99 latency %.2fx\n", s/n, sp50/np50, sp99/np99 }'
+read -r _ f_rps f_p50 f_p99 < <(grep '^sluice-wasm-filter' "$out/summary.txt")
+awk -v f="$f_rps" -v s="$s_rps" -v fp99="$(to_us "$f_p99")" -v sp99="$(to_us "$s_p99")" 'BEGIN {
+  printf "sluice with a Wasm filter / without: throughput %.2fx, p99 latency %.2fx\n", f/s, fp99/sp99 }'

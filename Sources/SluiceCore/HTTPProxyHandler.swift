@@ -89,6 +89,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     private var discardedBytes = 0
     private var draining = false
     private var idleTimer: Scheduled<Void>?
+    /// When the connection last became idle; nil while a request is in flight.
+    private var idleSince: NIODeadline?
     var clientAddress = "-"
     /// Completes when the latest response's end has been written to the socket.
     var lastResponseEnd: EventLoopFuture<Void>?
@@ -149,7 +151,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            idleTimer?.cancel()
+            idleSince = nil
             requestHead(head)
         case .body(let buffer):
             listener.stats.bytesReceived.increment(by: buffer.readableBytes)
@@ -333,7 +335,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         if !headers.contains(name: "x-forwarded-proto") { headers.add(name: "x-forwarded-proto", value: "http") }
         var requestID = headers.first(name: "x-request-id") ?? ""
         if requestID.isEmpty {
-            requestID = UUID().uuidString.lowercased()
+            requestID = RequestID.make()
             headers.replaceOrAdd(name: "x-request-id", value: requestID)
         }
         upstreamHead.headers = headers
@@ -676,19 +678,34 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         resumeDownstreamReads()
     }
 
+    /// Marks the connection idle from now. One timer per connection, re-armed only when it
+    /// fires early (a request came in between), not on every request: scheduling a task per
+    /// request showed up in profiles.
     private func armIdleTimer() {
-        idleTimer?.cancel()
-        let timeout = listener.config.idleTimeout.timeAmount
-        idleTimer = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
-            guard let self, self.exchange == nil else { return }
-            self.context.close(promise: nil)
+        idleSince = .now()
+        guard idleTimer == nil else { return }
+        scheduleIdleCheck(in: listener.config.idleTimeout.timeAmount)
+    }
+
+    private func scheduleIdleCheck(in delay: TimeAmount) {
+        idleTimer = context.eventLoop.scheduleTask(in: delay) { [weak self] in
+            guard let self else { return }
+            self.idleTimer = nil
+            let timeout = self.listener.config.idleTimeout.timeAmount
+            guard let since = self.idleSince else { return }  // busy: re-armed when idle again
+            let idleFor = NIODeadline.now() - since
+            if idleFor >= timeout {
+                self.context.close(promise: nil)
+            } else {
+                self.scheduleIdleCheck(in: timeout - idleFor)
+            }
         }
     }
 
     // MARK: local responses
 
     func respondLocally(head: HTTPRequestHead, route: CompiledRoute?, status: HTTPResponseStatus, body: String, flags: String) {
-        let requestID = head.headers.first(name: "x-request-id") ?? UUID().uuidString.lowercased()
+        let requestID = head.headers.first(name: "x-request-id") ?? RequestID.make()
         // If a body may still be on its way, read and drop it so the connection stays usable;
         // a client waiting on 100-continue will not send it, so close instead.
         let hasBody = head.headers.contains(name: "transfer-encoding") || (head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0) > 0
