@@ -81,6 +81,7 @@ final class LifecycleTests: XCTestCase {
     }
 
     func testEveryExampleConfigValidates() throws {
+        _ = try TestFilters.path("swift-headers")  // examples load the demo filter
         let examples = packageRoot.appendingPathComponent("examples")
         let files = try FileManager.default.contentsOfDirectory(atPath: examples.path).filter { $0.hasSuffix(".yaml") }
         XCTAssertFalse(files.isEmpty)

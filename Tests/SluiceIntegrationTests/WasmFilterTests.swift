@@ -215,6 +215,27 @@ extension WasmFilterTests {
         await p.stop()
     }
 
+    func testStreamEndCallbacksIncludingDownstreamReset() async throws {
+        let p = try await proxy(filters: [("c", "")])
+        let port = p.port()
+        _ = try get(port, "none")
+        // A client that gives up while the upstream is still working.
+        let c = try RawHTTPClient(port: port)
+        try c.send("GET /slow/300 HTTP/1.1\r\nHost: a\r\n\r\n")
+        usleep(100_000)
+        close(c.fd)
+        let logged = eventually(timeout: 5) {
+            guard let r = try? httpGet(port, "/t", headers: [("x-test", "shared-read")]), let h = try? echoedHeaders(r) else { return false }
+            // Three streams have ended before this one: the first request, the reset one, and
+            // any earlier shared-read attempt; at least two.
+            return (Int(h["x-logged"] ?? "") ?? 0) >= 2 && h["x-clock-ok"] != "-1" && h["x-log-level"] != nil
+        }
+        XCTAssertTrue(logged, "on_log runs for finished and for reset streams, and sees the clock")
+        let h = try echoedHeaders(try get(port, "shared-read"))
+        XCTAssertEqual(h["x-log-level"].flatMap { Int($0) }.map { (0...5).contains($0) }, true, "proxy_get_log_level answers a valid level")
+        await p.stop()
+    }
+
     func testOutOfBoundsPointersGetInvalidMemoryAccess() async throws {
         let p = try await proxy(filters: [("c", "")])
         let r = try get(p.port(), "oob")

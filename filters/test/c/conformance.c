@@ -143,6 +143,14 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
         pw_add_header(PW_REQUEST_HEADERS, "x-hits", buf);
         snprintf(buf, sizeof buf, "%ld", get_shared_counter("ticks"));
         pw_add_header(PW_REQUEST_HEADERS, "x-ticks", buf);
+        snprintf(buf, sizeof buf, "%ld", get_shared_counter("logged"));
+        pw_add_header(PW_REQUEST_HEADERS, "x-logged", buf);
+        snprintf(buf, sizeof buf, "%ld", get_shared_counter("clock_ok"));
+        pw_add_header(PW_REQUEST_HEADERS, "x-clock-ok", buf);
+        uint32_t level = 99;
+        proxy_get_log_level(&level);
+        snprintf(buf, sizeof buf, "%u", level);
+        pw_add_header(PW_REQUEST_HEADERS, "x-log-level", buf);
         char *value = NULL; size_t len = 0; uint32_t cas = 0;
         if (proxy_get_shared_data("last_event", 10, &value, &len, &cas) == PW_OK) {
             char ev[64] = {0}; memcpy(ev, value, len < 63 ? len : 63); free(value);
@@ -287,6 +295,9 @@ PW_EXPORT(proxy_on_response_body) uint32_t on_response_body(uint32_t ctx, uint32
 }
 
 PW_EXPORT(proxy_on_log) void on_log(uint32_t ctx) {
+    set_shared_counter("logged", 1);
+    uint64_t now = 0;
+    if (proxy_get_current_time_nanoseconds(&now) == PW_OK && now > 1600000000ull * 1000000000ull) set_shared_counter("clock_ok", 1);
     size_t len = 0;
     char *code = pw_property("response\0code", 13, &len);
     if (code && len == 8) {
