@@ -349,7 +349,7 @@ struct ConfigDecoder {
 }
 
 /// Renders a YAML value as compact JSON, for plugin configurations given as structured YAML.
-enum JSONRendering {
+public enum JSONRendering {
     static func render(_ node: Node) -> String {
         switch node {
         case .scalar(let s):
@@ -372,7 +372,8 @@ enum JSONRendering {
         }
     }
 
-    static func quote(_ s: String) -> String {
+    /// A JSON string literal for `s`, with the escapes JSON requires.
+    public static func quote(_ s: String) -> String {
         var out = "\""
         for scalar in s.unicodeScalars {
             switch scalar {

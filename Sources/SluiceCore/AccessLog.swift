@@ -101,25 +101,7 @@ final class AccessLogBuffer {
     }
 
     static func json(_ e: AccessLogEntry) -> String {
-        func q(_ s: String) -> String { JSONText.quote(s) }
+        func q(_ s: String) -> String { JSONRendering.quote(s) }
         return "{\"time\":\(q(timestampFormatter.string(from: e.start))),\"method\":\(q(e.method)),\"path\":\(q(e.path)),\"protocol\":\(q(e.version)),\"status\":\(e.status),\"flags\":\(q(e.flags)),\"bytes_received\":\(e.bytesReceived),\"bytes_sent\":\(e.bytesSent),\"duration_ms\":\(String(format: "%.3f", e.durationMs)),\"client\":\(q(e.clientAddress)),\"user_agent\":\(q(e.userAgent)),\"request_id\":\(q(e.requestID)),\"authority\":\(q(e.authority)),\"upstream\":\(q(e.upstream)),\"listener\":\(q(e.listener)),\"route\":\(q(e.route))}"
-    }
-}
-
-enum JSONText {
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 }

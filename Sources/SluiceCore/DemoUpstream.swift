@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import SluiceConfig
 
 /// A small origin server for the quickstart and for trying routes by hand: it answers every
 /// request with a JSON description of what it received (method, path, headers, body size)
@@ -66,5 +67,5 @@ private final class DemoHandler: ChannelInboundHandler {
         }
     }
 
-    private func quote(_ s: String) -> String { JSONText.quote(s) }
+    private func quote(_ s: String) -> String { JSONRendering.quote(s) }
 }

@@ -32,7 +32,7 @@ final class UpstreamConnection {
     }
 }
 
-final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
+final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, @unchecked Sendable {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
@@ -97,7 +97,8 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
 /// Keep-alive connections to one endpoint, on one event loop. LIFO reuse keeps the hottest
 /// connection busy and lets the rest reach their idle timeout.
-final class EndpointPool {
+// @unchecked Sendable: used only on its event loop; NIO future callbacks run there too.
+final class EndpointPool: @unchecked Sendable {
     let endpoint: Endpoint
     let cluster: ClusterRuntime
     let eventLoop: EventLoop

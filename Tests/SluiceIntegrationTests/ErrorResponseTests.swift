@@ -3,18 +3,8 @@ import XCTest
 
 /// The answers operators expect when things go wrong: 404, 502, 503, 504, and retries.
 final class ErrorResponseTests: XCTestCase {
-    /// A port with nothing listening: bind, note the port, close.
-    func deadPort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { p in p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { p in p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
+    /// A port with nothing listening.
+    func deadPort() throws -> Int { SluiceProcess.freePort() }
 
     func testNotFoundBadGatewayUnavailableAndTimeout() async throws {
         let a = try await TestUpstream.start(name: "a", group: testGroup)

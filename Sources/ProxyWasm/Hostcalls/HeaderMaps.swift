@@ -20,30 +20,25 @@ extension PluginVM {
 
     /// Applies `edit` to a writable stream map. Trailers may be added when absent only where
     /// the driver has made them available (an empty map at the last body chunk).
+    /// Applies `edit` to a writable stream map (request/response headers and trailers; call
+    /// results and gRPC metadata are read-only). Unavailable in this phase: BadArgument.
     private func editMap(_ type: UInt32, _ edit: (inout HeaderMap) -> Void) -> WasmResult {
-        guard let map = MapType(rawValue: type) else { return .badArgument }
-        guard let data = effectiveStream?.data else { return .badArgument }
-        switch map {
-        case .requestHeaders:
-            guard var m = data.requestHeaders else { return .badArgument }
-            edit(&m)
-            data.requestHeaders = m
-        case .requestTrailers:
-            guard var m = data.requestTrailers else { return .badArgument }
-            edit(&m)
-            data.requestTrailers = m
-        case .responseHeaders:
-            guard var m = data.responseHeaders else { return .badArgument }
-            edit(&m)
-            data.responseHeaders = m
-        case .responseTrailers:
-            guard var m = data.responseTrailers else { return .badArgument }
-            edit(&m)
-            data.responseTrailers = m
-        default:
-            return .badArgument  // call results and gRPC metadata are read-only
+        guard let data = effectiveStream?.data, let path = PluginVM.writableMap(type), var map = data[keyPath: path] else {
+            return .badArgument
         }
+        edit(&map)
+        data[keyPath: path] = map
         return .ok
+    }
+
+    static func writableMap(_ type: UInt32) -> ReferenceWritableKeyPath<HTTPStreamData, HeaderMap?>? {
+        switch MapType(rawValue: type) {
+        case .requestHeaders: return \.requestHeaders
+        case .requestTrailers: return \.requestTrailers
+        case .responseHeaders: return \.responseHeaders
+        case .responseTrailers: return \.responseTrailers
+        default: return nil
+        }
     }
 
     func getHeaderMapValue(_ type: UInt32, _ keyPtr: UInt32, _ keyLen: UInt32, _ valuePtrOut: UInt32, _ valueLenOut: UInt32) -> WasmResult {

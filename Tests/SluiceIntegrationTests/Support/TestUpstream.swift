@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import SluiceConfig
 import Synchronization
 
 /// A real HTTP origin for the tests, on an ephemeral port. Paths select behaviour:
@@ -151,17 +152,4 @@ private final class UpstreamBehaviour: ChannelDuplexHandler {
     }
 }
 
-func jsonQuote(_ s: String) -> String {
-    var out = "\""
-    for c in s.unicodeScalars {
-        switch c {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case _ where c.value < 0x20: out += String(format: "\\u%04x", c.value)
-        default: out.unicodeScalars.append(c)
-        }
-    }
-    return out + "\""
-}
+func jsonQuote(_ s: String) -> String { JSONRendering.quote(s) }
