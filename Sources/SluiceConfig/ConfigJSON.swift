@@ -109,8 +109,9 @@ func format(_ d: Duration) -> String {
 }
 
 /// A minimal streaming JSON writer: enough for dumps, with correct string escaping.
-final class JSONWriter {
-    private(set) var text = ""
+public final class JSONWriter {
+    public init() {}
+    public private(set) var text = ""
     private var needsComma = [false]
 
     private func separator() {
@@ -118,7 +119,7 @@ final class JSONWriter {
         needsComma[needsComma.count - 1] = true
     }
 
-    func object(_ body: () -> Void) {
+    public func object(_ body: () -> Void) {
         separatorIfValue()
         text += "{"
         needsComma.append(false)
@@ -127,7 +128,7 @@ final class JSONWriter {
         text += "}"
     }
 
-    func array<T>(_ items: [T], _ each: (T) -> Void) {
+    public func array<T>(_ items: [T], _ each: (T) -> Void) {
         separatorIfValue()
         text += "["
         needsComma.append(false)
@@ -141,17 +142,19 @@ final class JSONWriter {
         if pendingKey { pendingKey = false } else { separator() }
     }
 
-    func key(_ name: String, _ body: () -> Void) {
+    public func key(_ name: String, _ body: () -> Void) {
         separator()
         text += JSONRendering.quote(name) + ":"
         pendingKey = true
         body()
     }
 
-    func value(_ s: String) { separatorIfValue(); text += JSONRendering.quote(s) }
-    func value(_ n: Int) { separatorIfValue(); text += String(n) }
-    func value(_ n: Double) { separatorIfValue(); text += String(n) }
-    func field(_ k: String, _ v: String) { key(k) { value(v) } }
-    func field(_ k: String, _ v: Int) { key(k) { value(v) } }
-    func field(_ k: String, _ v: Double) { key(k) { value(v) } }
+    public func value(_ s: String) { separatorIfValue(); text += JSONRendering.quote(s) }
+    /// A literal JSON token (true, false, null, a number).
+    public func raw(_ token: String) { separatorIfValue(); text += token }
+    public func value(_ n: Int) { separatorIfValue(); text += String(n) }
+    public func value(_ n: Double) { separatorIfValue(); text += String(n) }
+    public func field(_ k: String, _ v: String) { key(k) { value(v) } }
+    public func field(_ k: String, _ v: Int) { key(k) { value(v) } }
+    public func field(_ k: String, _ v: Double) { key(k) { value(v) } }
 }

@@ -303,7 +303,7 @@ struct ConfigDecoder {
     }
 
     func decodePlugin(_ node: Node, _ path: String) -> PluginConfig? {
-        guard let m = reader.mapping(node, path, allowed: ["name", "module", "root_id", "vm_id", "configuration", "vm_configuration", "environment", "failure_policy", "cpu_budget", "http_call_any_host", "max_memory_mb", "buffer_limit_kb"]) else { return nil }
+        guard let m = reader.mapping(node, path, allowed: ["name", "module", "root_id", "vm_id", "configuration", "vm_configuration", "environment", "failure_policy", "cpu_budget", "http_call_any_host", "max_memory_mb", "buffer_limit_kb", "rollout"]) else { return nil }
         let name = m.string("name", required: true, what: "the plugin's name")
         let module = m.string("module", required: true, what: "the path of a .wasm module")
         var resolved = module ?? ""
@@ -343,6 +343,17 @@ struct ConfigDecoder {
         plugin.httpCallAnyHost = m.bool("http_call_any_host", default: false)
         plugin.maxMemoryBytes = m.int("max_memory_mb", range: 1...4096, default: 256) << 20
         plugin.bufferLimitBytes = m.int("buffer_limit_kb", range: 1...1_048_576, default: 1024) << 10
+        if let rollout = m.node("rollout"), let rm = reader.mapping(rollout, m.keyPath("rollout"), allowed: ["module", "weight"]) {
+            if let path = rm.string("module", required: true, what: "the path of the new module version") {
+                let resolvedRollout = path.hasPrefix("/") || baseDirectory == nil ? path : URL(fileURLWithPath: baseDirectory!).appendingPathComponent(path).standardizedFileURL.path
+                if !FileManager.default.fileExists(atPath: resolvedRollout) {
+                    reader.report(rm.node("module"), rm.keyPath("module"), "module file not found: \(resolvedRollout)")
+                }
+                plugin.rolloutModule = resolvedRollout
+            }
+            plugin.rolloutWeight = rm.int("weight", range: 0...100, default: 0)
+            if !rm.has("weight") { rm.missing("weight", "the percentage of streams, 0-100, that use the new version") }
+        }
         guard name != nil, module != nil else { return nil }
         return plugin
     }

@@ -340,6 +340,9 @@ public struct PluginConfig: Sendable, Equatable {
     public var bufferLimitBytes: Int
     /// VM configuration (proxy_on_vm_start); same encoding rules as `configuration`.
     public var vmConfiguration: String
+    /// Gradual rollout: a second module version taking `rolloutWeight` percent of streams.
+    public var rolloutModule: String?
+    public var rolloutWeight: Int = 0
 
     public init(name: String, module: String, rootID: String = "", vmID: String = "", configuration: String = "", environment: [String: String] = [:], failurePolicy: FailurePolicy = .failClosed,
                 cpuBudget: Duration = .milliseconds(100), httpCallAnyHost: Bool = false, maxMemoryBytes: Int = 256 << 20, bufferLimitBytes: Int = 1 << 20, vmConfiguration: String = "") {

@@ -174,4 +174,11 @@ final class ClusterLoopState {
     func closeAll() {
         for pool in pools { pool.closeIdle() }
     }
+
+    /// A replaced configuration's pools: idle connections close now, busy ones when their
+    /// exchange ends instead of going back to the pool.
+    func retire() {
+        for pool in pools { pool.retired = true }
+        closeAll()
+    }
 }

@@ -82,7 +82,10 @@ final class FilterChain {
         self.request = Array(repeating: Progress(), count: slots.count)
         self.response = Array(repeating: Progress(), count: slots.count)
         self.responseEntry = slots.count - 1
-        for (i, slot) in slots.enumerated() { slot.actions = SlotActions(chain: self, index: i) }
+        for (i, slot) in slots.enumerated() {
+            slot.actions = SlotActions(chain: self, index: i)
+            slot.plugin.streamStarted()
+        }
     }
 
     // MARK: entry points (from the proxy handler)
@@ -99,8 +102,8 @@ final class FilterChain {
         guard !finished else { return }
         finished = true
         for slot in slots {
-            guard let id = slot.contextID, !slot.vm.failed else { continue }
-            slot.vm.finishStream(id)
+            if let id = slot.contextID, !slot.vm.failed { slot.vm.finishStream(id) }
+            slot.plugin.streamEnded()
         }
     }
 

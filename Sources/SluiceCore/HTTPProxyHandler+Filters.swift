@@ -14,8 +14,14 @@ extension HTTPProxyHandler: FilterChainSink {
         for name in listener.config.httpFilters {
             let override = route?.config.plugins[name]
             if override?.disabled == true { continue }
-            let key = override?.configuration.map { PluginManager.variantKey(name, $0) } ?? name
+            var key = override?.configuration.map { PluginManager.variantKey(name, $0) } ?? name
+            // Gradual rollout: this stream uses the new module version with the configured weight.
+            if override?.configuration == nil, let rollout = worker.plugins[PluginManager.rolloutKey(name)],
+               Int.random(in: 0..<100) < rollout.runtime.config.rolloutWeight {
+                key = PluginManager.rolloutKey(name)
+            }
             guard let plugin = worker.plugins[key] else { continue }
+            if plugin.runtime.version == "rollout" { plugin.runtime.stats.rolloutStreams.increment() } else { plugin.runtime.stats.primaryStreams.increment() }
             if plugin.activeVM == nil {
                 // The plugin is failed on this worker (trapped earlier, or reloading).
                 switch plugin.failurePolicy {

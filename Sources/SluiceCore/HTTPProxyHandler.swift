@@ -77,8 +77,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     static let replayLimit = 64 * 1024
     static let discardLimit = 1 << 20
 
-    let listener: ListenerRuntime
-    let worker: Worker
+    /// The configuration generation this connection's current request uses; refreshed from
+    /// `slot` at each new request, so keep-alive connections follow reloads.
+    var listener: ListenerRuntime
+    var worker: Worker
+    let slot: LoopSlot
     var context: ChannelHandlerContext!
     var exchange: Exchange?
     private var readPending = false
@@ -106,9 +109,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     private static let connectionIDs = Atomic<UInt64>(0)
     let connectionID: UInt64
 
-    init(listener: ListenerRuntime, worker: Worker) {
+    init(listener: ListenerRuntime, slot: LoopSlot) {
         self.listener = listener
-        self.worker = worker
+        self.worker = slot.worker
+        self.slot = slot
         self.connectionID = Self.connectionIDs.add(1, ordering: .relaxed).newValue
     }
 
@@ -240,6 +244,15 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     // MARK: request start
 
     private func requestHead(_ head: HTTPRequestHead) {
+        if slot.worker !== worker {
+            // A reload happened since the last request on this connection.
+            if let current = slot.listeners[listener.config.name] {
+                listener = current
+                worker = slot.worker
+            } else {
+                closeAfterResponse = true  // the listener was removed: finish this one and close
+            }
+        }
         listener.stats.requests.increment()
         requestEndReceived = false
         responseHeadWritten = false

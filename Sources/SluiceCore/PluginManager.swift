@@ -16,12 +16,17 @@ final class PluginRuntime: Sendable {
     let stats: PluginStats
     /// A per-route variant has its own configuration (its own root context and VM).
     let variant: String?
+    /// The module's content hash, and which version of the plugin this is ("primary" or "rollout").
+    let sha256: String
+    let version: String
 
-    init(config: PluginConfig, module: WasmModule, fuelPerMs: UInt64, stats: PluginStats, configurationOverride: String? = nil) {
+    init(config: PluginConfig, module: WasmModule, fuelPerMs: UInt64, stats: PluginStats, sha256: String, version: String = "primary", configurationOverride: String? = nil) {
         self.config = config
         self.module = module
         self.engineFuelPerMs = fuelPerMs
         self.stats = stats
+        self.sha256 = sha256
+        self.version = version
         self.variant = configurationOverride
         self.identity = PluginIdentity(
             name: config.name, rootID: config.rootID, vmID: config.vmID,
@@ -41,63 +46,132 @@ public final class PluginStats: Sendable {
     public let reloadFailures = Counter()
     public let failedClosedStreams = Counter()
     public let failedOpenStreams = Counter()
+    /// Streams per module version (primary / rollout), for gradual rollouts.
+    public let primaryStreams = Counter()
+    public let rolloutStreams = Counter()
     init(name: String) { self.name = name }
 }
 
-/// Loads every plugin of a configuration: reads and compiles each module once (cached by
-/// content hash), then proves each plugin starts by running a canary VM through
+/// Compiled modules by content hash, kept across reloads so an unchanged module is never
+/// parsed again, and what /plugins reports about each plugin.
+final class ModuleCache: Sendable {
+    struct PluginInfo: Sendable {
+        var module: String
+        var sha256: String
+        var loadedAt: Date
+        /// Distinct module versions this plugin has run since start.
+        var versions: Int
+        var lastError: String?
+        var lastErrorAt: Date?
+        var rollout: (module: String, sha256: String, weight: Int)?
+    }
+    private let modules = Mutex<[String: WasmModule]>([:])
+    private let info = Mutex<[String: PluginInfo]>([:])
+
+    func module(sha256: String, memoryLimit: Int, compile: () throws -> WasmModule) rethrows -> WasmModule {
+        let key = "\(sha256)\u{0}\(memoryLimit)"
+        if let m = modules.withLock({ $0[key] }) { return m }
+        let m = try compile()
+        modules.withLock { $0[key] = m }
+        return m
+    }
+
+    func recordLoaded(plugin: String, module: String, sha256: String, rollout: (String, String, Int)?) {
+        info.withLock { all in
+            var i = all[plugin] ?? PluginInfo(module: module, sha256: sha256, loadedAt: Date(), versions: 0)
+            if i.sha256 != sha256 || i.versions == 0 {
+                i.versions += 1
+                i.loadedAt = Date()
+            }
+            i.module = module
+            i.sha256 = sha256
+            i.rollout = rollout.map { (module: $0.0, sha256: $0.1, weight: $0.2) }
+            all[plugin] = i
+        }
+    }
+
+    func recordError(plugin: String, _ message: String) {
+        info.withLock { all in
+            var i = all[plugin] ?? PluginInfo(module: "", sha256: "", loadedAt: Date(), versions: 0)
+            i.lastError = message
+            i.lastErrorAt = Date()
+            all[plugin] = i
+        }
+    }
+
+    var plugins: [String: PluginInfo] { info.withLock { $0 } }
+}
+
+/// Loads every plugin of a configuration: reads each module, compiles it once per content
+/// hash (ModuleCache), then proves each plugin starts by running a canary VM through
 /// _initialize, on_vm_start and on_configure, as Envoy does. Any failure is reported with
-/// the plugin's name and the configuration is refused.
+/// the plugin's name and the configuration is refused (on reload: the old one keeps serving).
 final class PluginManager: Sendable {
-    let shared = PluginSharedState()
+    let shared: PluginSharedState
     let plugins: [String: PluginRuntime]
-    /// Per-route variants, keyed by plugin name and configuration.
+    /// Per-route variants and rollout versions, keyed by `variantKey` / `rolloutKey`.
     let variants: [String: PluginRuntime]
     let stats: [String: PluginStats]
 
     struct LoadError: Error, CustomStringConvertible {
+        var plugin: String
         var description: String
     }
 
-    init(config: SluiceConfiguration, logger: Logger) throws {
-        var modules: [String: WasmModule] = [:]
+    init(config: SluiceConfiguration, logger: Logger, cache: ModuleCache, shared: PluginSharedState, previousStats: [String: PluginStats] = [:]) throws {
+        self.shared = shared
         var plugins: [String: PluginRuntime] = [:]
         var variants: [String: PluginRuntime] = [:]
         var stats: [String: PluginStats] = [:]
         let usedPlugins = Set(config.listeners.flatMap(\.httpFilters))
         for plugin in config.plugins where usedPlugins.contains(plugin.name) {
             let engine = WasmKitEngine(memoryLimitBytes: plugin.maxMemoryBytes)
-            let module: WasmModule
-            let cacheKey = "\(plugin.module)\u{0}\(plugin.maxMemoryBytes)"
-            if let cached = modules[cacheKey] {
-                module = cached
-            } else {
-                guard let bytes = FileManager.default.contents(atPath: plugin.module) else {
-                    throw LoadError(description: "plugin '\(plugin.name)': cannot read module \(plugin.module)")
+            func load(_ path: String) throws -> (WasmModule, String) {
+                guard let bytes = FileManager.default.contents(atPath: path) else {
+                    throw LoadError(plugin: plugin.name, description: "plugin '\(plugin.name)': cannot read module \(path)")
                 }
+                let digest = SHA256.hex(Array(bytes))
                 do {
-                    module = try engine.compile(bytes: Array(bytes))
+                    let module = try cache.module(sha256: digest, memoryLimit: plugin.maxMemoryBytes) { try engine.compile(bytes: Array(bytes)) }
+                    return (module, digest)
                 } catch {
-                    throw LoadError(description: "plugin '\(plugin.name)': \(plugin.module): \(error)")
+                    throw LoadError(plugin: plugin.name, description: "plugin '\(plugin.name)': \(path): \(error)")
                 }
-                modules[cacheKey] = module
             }
-            let s = PluginStats(name: plugin.name)
+            let s = previousStats[plugin.name] ?? PluginStats(name: plugin.name)
             stats[plugin.name] = s
-            let runtime = PluginRuntime(config: plugin, module: module, fuelPerMs: engine.fuelPerMillisecond, stats: s)
-            try PluginManager.canary(runtime, shared: shared, logger: logger)
-            plugins[plugin.name] = runtime
-            for listener in config.listeners {
-                for route in listener.routes {
-                    guard let o = route.plugins[plugin.name], !o.disabled, let conf = o.configuration else { continue }
-                    let key = PluginManager.variantKey(plugin.name, conf)
-                    if variants[key] != nil { continue }
-                    let variant = PluginRuntime(config: plugin, module: module, fuelPerMs: engine.fuelPerMillisecond, stats: s, configurationOverride: conf)
-                    try PluginManager.canary(variant, shared: shared, logger: logger)
-                    variants[key] = variant
+            do {
+                let (module, digest) = try load(plugin.module)
+                let runtime = PluginRuntime(config: plugin, module: module, fuelPerMs: engine.fuelPerMillisecond, stats: s, sha256: digest)
+                try PluginManager.canary(runtime, shared: shared, logger: logger)
+                plugins[plugin.name] = runtime
+                for listener in config.listeners {
+                    for route in listener.routes {
+                        guard let o = route.plugins[plugin.name], !o.disabled, let conf = o.configuration else { continue }
+                        let key = PluginManager.variantKey(plugin.name, conf)
+                        if variants[key] != nil { continue }
+                        let variant = PluginRuntime(config: plugin, module: module, fuelPerMs: engine.fuelPerMillisecond, stats: s, sha256: digest, configurationOverride: conf)
+                        try PluginManager.canary(variant, shared: shared, logger: logger)
+                        variants[key] = variant
+                    }
                 }
+                var rolloutInfo: (String, String, Int)?
+                if let path = plugin.rolloutModule {
+                    let (rolloutModule, rolloutDigest) = try load(path)
+                    let rollout = PluginRuntime(config: plugin, module: rolloutModule, fuelPerMs: engine.fuelPerMillisecond, stats: s, sha256: rolloutDigest, version: "rollout")
+                    try PluginManager.canary(rollout, shared: shared, logger: logger)
+                    variants[PluginManager.rolloutKey(plugin.name)] = rollout
+                    rolloutInfo = (path, rolloutDigest, plugin.rolloutWeight)
+                }
+                cache.recordLoaded(plugin: plugin.name, module: plugin.module, sha256: digest, rollout: rolloutInfo)
+                logger.info("plugin loaded", metadata: ["plugin": "\(plugin.name)", "module": "\(plugin.module)", "sha256": "\(digest.prefix(12))", "abi": "\(PluginManager.abi(of: module))"])
+            } catch let error as LoadError {
+                cache.recordError(plugin: plugin.name, error.description)
+                throw error
+            } catch {
+                cache.recordError(plugin: plugin.name, "\(error)")
+                throw LoadError(plugin: plugin.name, description: "plugin '\(plugin.name)': \(error)")
             }
-            logger.info("plugin loaded", metadata: ["plugin": "\(plugin.name)", "module": "\(plugin.module)", "abi": "\(PluginManager.abi(of: module))"])
         }
         self.plugins = plugins
         self.variants = variants
@@ -105,6 +179,7 @@ final class PluginManager: Sendable {
     }
 
     static func variantKey(_ name: String, _ configuration: String) -> String { name + "\u{0}" + configuration }
+    static func rolloutKey(_ name: String) -> String { name + "\u{0}\u{0}rollout" }
 
     static func abi(of module: WasmModule) -> String {
         (try? PluginVM.detectABI(exports: module.exportNames).rawValue) ?? "?"
@@ -119,7 +194,7 @@ final class PluginManager: Sendable {
             vm.fuelPerMs = runtime.engineFuelPerMs
             try vm.start()
         } catch {
-            throw LoadError(description: "plugin '\(runtime.config.name)' (\(runtime.config.module)): \(error)")
+            throw LoadError(plugin: runtime.config.name, description: "plugin '\(runtime.config.name)' (\(runtime.version == "rollout" ? runtime.config.rolloutModule ?? "" : runtime.config.module)): \(error)")
         }
     }
 }

@@ -52,6 +52,25 @@ final class PluginWorker: PluginServices {
         }
     }
 
+    /// Streams currently using this worker's VM; a retired plugin stops when it reaches 0.
+    private(set) var activeStreams = 0
+    private var retired = false
+
+    func streamStarted() { activeStreams += 1 }
+
+    func streamEnded() {
+        activeStreams -= 1
+        if retired && activeStreams == 0 { stop() }
+    }
+
+    /// A reload replaced this plugin: stop now if idle, else after its last stream.
+    func retire() {
+        retired = true
+        tick?.cancel()
+        tick = nil
+        if activeStreams == 0 { stop() }
+    }
+
     func stop() {
         tick?.cancel()
         tick = nil

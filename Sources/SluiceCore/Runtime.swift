@@ -20,6 +20,20 @@ final class ListenerRuntime: Sendable {
     }
 }
 
+/// Per event loop: the generation of configuration that new requests on this loop use.
+/// Swapped on the loop itself at reload, so requests read it without a lock; a request that
+/// started on the previous generation keeps its references and finishes on it.
+final class LoopSlot: @unchecked Sendable {
+    let eventLoop: EventLoop
+    var worker: Worker
+    var listeners: [String: ListenerRuntime]
+    init(eventLoop: EventLoop, worker: Worker, listeners: [String: ListenerRuntime]) {
+        self.eventLoop = eventLoop
+        self.worker = worker
+        self.listeners = listeners
+    }
+}
+
 /// Per-event-loop state: each worker owns its load-balancer state, keep-alive pools and
 /// access-log buffer, so the request path never takes a lock.
 final class Worker: @unchecked Sendable {
@@ -47,12 +61,15 @@ final class ProxyRuntime: Sendable {
     let listeners: [String: ListenerRuntime]
     private let workers: [ObjectIdentifier: Worker]
 
-    init(config: SluiceConfiguration, eventLoops: [EventLoop]) {
+    /// - Parameter previous: the runtime this one replaces on reload; its counters carry over
+    ///   for every listener, route and cluster that keeps its name.
+    init(config: SluiceConfiguration, eventLoops: [EventLoop], previous: ProxyRuntime? = nil) {
         self.config = config
         let stats = StatsRegistry(
             listeners: config.listeners.map(\.name),
             routes: config.listeners.flatMap { l in l.routes.map { (l.name, $0.name) } },
-            clusters: config.clusters.map(\.name)
+            clusters: config.clusters.map(\.name),
+            previous: previous?.stats
         )
         self.stats = stats
         var clusters: [String: ClusterRuntime] = [:]

@@ -82,13 +82,16 @@ public final class StatsRegistry: Sendable {
     let routeOrder: [String]
     let clusterOrder: [String]
 
-    init(listeners: [String], routes: [(String, String)], clusters: [String]) {
+    init(listeners: [String], routes: [(String, String)], clusters: [String], previous: StatsRegistry? = nil) {
         var l: [String: ListenerStats] = [:]
-        for name in listeners { l[name] = ListenerStats(name: name) }
+        for name in listeners { l[name] = previous?.listeners[name] ?? ListenerStats(name: name) }
         var r: [String: RouteStats] = [:]
-        for (listener, route) in routes { r["\(listener)\u{0}\(route)"] = RouteStats(listener: listener, route: route) }
+        for (listener, route) in routes {
+            let key = "\(listener)\u{0}\(route)"
+            r[key] = previous?.routes[key] ?? RouteStats(listener: listener, route: route)
+        }
         var c: [String: ClusterStats] = [:]
-        for name in clusters { c[name] = ClusterStats(name: name) }
+        for name in clusters { c[name] = previous?.clusters[name] ?? ClusterStats(name: name) }
         self.listeners = l
         self.routes = r
         self.clusters = c

@@ -105,6 +105,8 @@ final class EndpointPool: @unchecked Sendable {
     private var idle: [UpstreamConnection] = []
     private(set) var openConnections = 0
     private var sweep: Scheduled<Void>?
+    /// Set when a reload replaced this pool's configuration.
+    var retired = false
 
     init(endpoint: Endpoint, cluster: ClusterRuntime, eventLoop: EventLoop) {
         self.endpoint = endpoint
@@ -174,6 +176,10 @@ final class EndpointPool: @unchecked Sendable {
     func release(_ connection: UpstreamConnection) {
         connection.handler.delegate = nil
         guard connection.channel.isActive, !connection.closed else { return }
+        if retired {
+            connection.channel.close(promise: nil)
+            return
+        }
         connection.idleSince = .now()
         idle.append(connection)
         scheduleSweep()

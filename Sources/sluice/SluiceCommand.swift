@@ -29,6 +29,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
+    @Flag(inversion: .prefixedNo, help: "Reload when the config file or a plugin module changes.")
+    var watch: Bool = true
+
     func run() async throws {
         let logger = makeLogger(logLevel)
         let parsed: SluiceConfiguration
@@ -46,8 +49,12 @@ struct Run: AsyncParsableCommand {
             await server.shutdown(drainTimeout: .zero)
             throw ExitCode(1)
         }
-        let signal = await waitForTerminationSignal()
-        logger.info("draining", metadata: ["signal": "\(signal)", "timeout": "\(parsed.drainTimeout)"])
+        server.configPath = config
+        if watch { server.watchFiles() }
+        // SIGHUP reloads (any number of times); SIGTERM or SIGINT drains and stops.
+        let signals = SignalStream(reload: { Task { await server.reload() } })
+        let signal = await signals.waitForTermination()
+        logger.info("draining", metadata: ["signal": "\(signal)", "timeout": "\(server.config.drainTimeout)"])
         await server.shutdown()
         logger.info("stopped")
     }
@@ -103,25 +110,38 @@ func makeLogger(_ level: String) -> Logger {
 
 /// Suspends until SIGTERM or SIGINT arrives.
 func waitForTerminationSignal() async -> String {
-    await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
-        let once = SignalOnce(continuation)
-        for (sig, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { once.fire(name) }
-            source.resume()
-            once.keep(source)
-        }
-    }
+    await SignalStream(reload: nil).waitForTermination()
 }
 
-final class SignalOnce: @unchecked Sendable {
+/// Signal handling through Dispatch sources: SIGHUP calls `reload`, SIGTERM/SIGINT end the wait.
+final class SignalStream: @unchecked Sendable {
     private let lock = NSLock()
     private var continuation: CheckedContinuation<String, Never>?
     private var sources: [DispatchSourceSignal] = []
-    init(_ c: CheckedContinuation<String, Never>) { continuation = c }
-    func keep(_ s: DispatchSourceSignal) { lock.withLock { sources.append(s) } }
-    func fire(_ name: String) {
+    private let reload: (() -> Void)?
+
+    init(reload: (() -> Void)?) { self.reload = reload }
+
+    func waitForTermination() async -> String {
+        await withCheckedContinuation { (c: CheckedContinuation<String, Never>) in
+            lock.withLock { continuation = c }
+            var wanted: [(Int32, String)] = [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")]
+            if reload != nil { wanted.append((SIGHUP, "SIGHUP")) }
+            for (sig, name) in wanted {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                source.setEventHandler { [weak self] in self?.fire(name) }
+                source.resume()
+                lock.withLock { sources.append(source) }
+            }
+        }
+    }
+
+    private func fire(_ name: String) {
+        if name == "SIGHUP" {
+            reload?()
+            return
+        }
         let c: CheckedContinuation<String, Never>? = lock.withLock {
             defer { continuation = nil }
             return continuation
