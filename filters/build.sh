@@ -33,11 +33,12 @@ newer() { # target sources... : true if target is missing or older than any sour
   return 1
 }
 
-build_c() { # name source
-  local target="$out/$1.wasm"
-  if newer "$target" "$2" sdk/c/proxy_wasm.h; then
-    "$CLANG" --target=wasm32-wasi --sysroot=/usr -isystem /usr/include/wasm32-wasi -O2 -mexec-model=reactor \
-      -nostdlib -Wl,--no-entry -Wl,--strip-all -o "$target" /usr/lib/wasm32-wasi/crt1-reactor.o "$2" \
+build_c() { # name source [-Dflags...]
+  local target="$out/$1.wasm" src=$2
+  shift 2
+  if newer "$target" "$src" sdk/c/proxy_wasm.h; then
+    "$CLANG" --target=wasm32-wasi --sysroot=/usr -isystem /usr/include/wasm32-wasi -O2 -mexec-model=reactor "$@" \
+      -nostdlib -Wl,--no-entry -Wl,--strip-all -Wl,--allow-undefined -o "$target" /usr/lib/wasm32-wasi/crt1-reactor.o "$src" \
       -L/usr/lib/wasm32-wasi -lc "$BUILTINS"
     echo "built $target ($(stat -c %s "$target") bytes)"
   fi
@@ -65,7 +66,12 @@ build_go() { # name dir
   fi
 }
 
-for src in test/c/*.c; do [ -e "$src" ] && build_c "c-$(basename "$src" .c)" "$src"; done
+for src in test/c/*.c; do [ "$(basename "$src")" = version.c ] || build_c "c-$(basename "$src" .c)" "$src"; done
+# The hot-reload tests swap between versions of one filter, and try broken ones.
+build_c c-version-1 test/c/version.c -DVERSION=1
+build_c c-version-2 test/c/version.c -DVERSION=2
+build_c c-version-bad-configure test/c/version.c -DVERSION=3 -DBAD_CONFIGURE
+build_c c-version-bad-import test/c/version.c -DVERSION=4 -DBAD_IMPORT
 for src in test/swift/*.swift; do [ -e "$src" ] && build_swift "swift-$(basename "$src" .swift)" "$src"; done
 for dir in test/go/*/; do [ -d "$dir" ] && build_go "go-$(basename "$dir")" "${dir%/}"; done
 exit 0

@@ -36,6 +36,27 @@ final class LifecycleTests: XCTestCase {
         await upstream.stop()
     }
 
+    func testSIGHUPReloadsTheConfiguration() async throws {
+        let port = SluiceProcess.freePort(), admin = SluiceProcess.freePort()
+        func config(_ body: String) -> String {
+            """
+            admin: { address: "127.0.0.1:\(admin)" }
+            listeners:
+              - { name: main, address: "127.0.0.1:\(port)", routes: [{ match: { prefix: / }, direct_response: { status: 200, body: "\(body)" } }] }
+            """
+        }
+        let sluice = try SluiceProcess(config: config("before"), arguments: ["--no-watch"])
+        try sluice.waitReady(adminPort: admin)
+        XCTAssertEqual(try httpGet(port, "/").text, "before")
+        try config("after").write(toFile: sluice.configPath, atomically: true, encoding: .utf8)
+        usleep(300_000)
+        XCTAssertEqual(try httpGet(port, "/").text, "before", "--no-watch: file changes alone do nothing")
+        sluice.terminate(signal: SIGHUP)
+        XCTAssertTrue(eventually { (try? httpGet(port, "/").text) == "after" }, "SIGHUP reloads")
+        sluice.terminate()
+        XCTAssertEqual(sluice.waitExit(), 0)
+    }
+
     func testRunRefusesAnInvalidConfigWithItsPosition() throws {
         let sluice = try SluiceProcess(config: """
             listeners:
