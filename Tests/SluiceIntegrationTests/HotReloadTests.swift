@@ -90,6 +90,9 @@ final class HotReloadTests: XCTestCase {
             }
         }
 
+        // A quiet second first, for the latency baseline without swaps.
+        usleep(1_000_000)
+        let baseline = results.summary
         var swapTimes: [Double] = []
         for i in 1...20 {
             let version = i % 2 == 0 ? "1" : "2"
@@ -116,7 +119,8 @@ final class HotReloadTests: XCTestCase {
         let summary = results.summary
         print("hot reload under load: \(summary.requests) requests, \(summary.failures) failures, \(summary.mixed) mixed-version responses; "
               + "change-to-serving max \(String(format: "%.3f", swapTimes.max() ?? 0)) s, median \(String(format: "%.3f", swapTimes.sorted()[swapTimes.count / 2])) s; "
-              + "request latency p50 \(String(format: "%.2f", summary.p50 * 1000)) ms, p99 \(String(format: "%.2f", summary.p99 * 1000)) ms, max \(String(format: "%.2f", summary.max * 1000)) ms")
+              + "request latency p50 \(String(format: "%.2f", summary.p50 * 1000)) ms, p99 \(String(format: "%.2f", summary.p99 * 1000)) ms, max \(String(format: "%.2f", summary.max * 1000)) ms; "
+              + "baseline before swaps p50 \(String(format: "%.2f", baseline.p50 * 1000)) ms, p99 \(String(format: "%.2f", baseline.p99 * 1000)) ms")
         XCTAssertEqual(swapTimes.count, 25, "20 module swaps and 5 configuration changes")
         XCTAssertGreaterThan(summary.requests, 500, "the load kept going")
         XCTAssertEqual(summary.failures, 0, "no request failed during the swaps: \(summary.firstFailure ?? "")")
