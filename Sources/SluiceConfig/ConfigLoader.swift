@@ -37,6 +37,31 @@ public enum ConfigLoader {
         return config
     }
 
+    /// Cross-checks a configuration built another way (an Envoy translation): unique names,
+    /// references, ports. The model round-trips through the same rules as YAML input.
+    public static func validate(_ config: SluiceConfiguration, file: String) throws(ConfigError) -> SluiceConfiguration {
+        var problems: [ConfigDiagnostic] = []
+        func report(_ path: String, _ message: String) {
+            problems.append(ConfigDiagnostic(file: file, line: 1, column: 1, keyPath: path, message: message))
+        }
+        let clusters = Set(config.clusters.map(\.name)), plugins = Set(config.plugins.map(\.name))
+        var ports: [Int: String] = [config.admin.address.port: "admin"]
+        for (i, l) in config.listeners.enumerated() {
+            if let other = ports[l.address.port], l.address.port != 0 { report("listeners[\(i)].address", "port \(l.address.port) is already used by \(other)") }
+            ports[l.address.port] = l.name
+            if let c = l.tcpCluster, !clusters.contains(c) { report("listeners[\(i)].cluster", "unknown cluster '\(c)'") }
+            for f in l.httpFilters where !plugins.contains(f) { report("listeners[\(i)].http_filters", "unknown plugin '\(f)'") }
+            for (j, r) in l.routes.enumerated() {
+                if case .cluster(let t) = r.action, !clusters.contains(t.cluster) { report("listeners[\(i)].routes[\(j)].cluster", "unknown cluster '\(t.cluster)'") }
+            }
+        }
+        for (i, p) in config.plugins.enumerated() where !FileManager.default.fileExists(atPath: p.module) {
+            report("plugins[\(i)].module", "module file not found: \(p.module)")
+        }
+        if !problems.isEmpty { throw ConfigError(problems) }
+        return config
+    }
+
     private static func syntaxDiagnostic(_ error: YamlError, file: String) -> ConfigDiagnostic {
         switch error {
         case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):

@@ -161,7 +161,8 @@ public final class SluiceServer: @unchecked Sendable {
     public func reload() async -> ReloadOutcome {
         guard let path = configPath else { return ReloadOutcome(ok: false, errors: ["no config file to reload"], generation: current.number) }
         do {
-            let config = try ConfigLoader.load(file: path)
+            let (config, unsupported) = try ConfigLoader.loadAny(file: path)
+            for u in unsupported { logger.warning("\(u.description)") }
             return await reload(config: config)
         } catch {
             return recordFailure(error.diagnostics.map(\.description))

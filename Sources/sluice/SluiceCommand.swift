@@ -20,8 +20,11 @@ struct Sluice: AsyncParsableCommand {
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the proxy on a config file.")
 
-    @Option(name: [.short, .customLong("config")], help: "Path of the Sluice YAML config.")
-    var config: String
+    @Option(name: [.short, .customLong("config")], help: "Path of the Sluice YAML config (an Envoy bootstrap is detected too).")
+    var config: String?
+
+    @Option(help: "Path of an Envoy v3 bootstrap (YAML or JSON) to run as is.")
+    var envoyConfig: String?
 
     @Option(help: "Worker threads (event loops); default: one per core.")
     var workers: Int = System.coreCount
@@ -34,9 +37,14 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         let logger = makeLogger(logLevel)
+        guard let path = envoyConfig ?? config else {
+            throw ValidationError("give -c FILE or --envoy-config FILE")
+        }
         let parsed: SluiceConfiguration
         do {
-            parsed = try ConfigLoader.load(file: config)
+            let (loaded, unsupported) = try ConfigLoader.loadAny(file: path, forceEnvoy: envoyConfig != nil)
+            for u in unsupported { logger.warning("\(u.description)") }
+            parsed = loaded
         } catch {
             FileHandle.standardError.write(Data((error.description + "\n").utf8))
             throw ExitCode(1)
@@ -49,7 +57,7 @@ struct Run: AsyncParsableCommand {
             await server.shutdown(drainTimeout: .zero)
             throw ExitCode(1)
         }
-        server.configPath = config
+        server.configPath = path
         if watch { server.watchFiles() }
         // SIGHUP reloads (any number of times); SIGTERM or SIGINT drains and stops.
         let signals = SignalStream(reload: { Task { await server.reload() } })
@@ -64,13 +72,21 @@ struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Check a config file and report every problem with its line and key path.")
 
     @Argument(help: "Path of the Sluice YAML config.")
-    var file: String
+    var file: String?
+
+    @Option(help: "Path of an Envoy v3 bootstrap: every field Sluice does not support is listed.")
+    var envoyConfig: String?
 
     func run() throws {
+        guard let file = envoyConfig ?? file else { throw ValidationError("give FILE or --envoy-config FILE") }
         do {
-            let config = try ConfigLoader.load(file: file)
-            print("\(file): ok (\(config.listeners.count) listeners, \(config.clusters.count) clusters, \(config.plugins.count) plugins)")
-        } catch {
+            let (config, unsupported) = try ConfigLoader.loadAny(file: file, forceEnvoy: envoyConfig != nil)
+            for u in unsupported { print(u.description.replacingOccurrences(of: ": error: ", with: ": unsupported: ")) }
+            print("\(file): ok (\(config.listeners.count) listeners, \(config.clusters.count) clusters, \(config.plugins.count) plugins)\(unsupported.isEmpty ? "" : ", \(unsupported.count) unsupported field(s) listed above")")
+            if !unsupported.isEmpty { throw ExitCode(2) }
+        } catch let error as ExitCode {
+            throw error
+        } catch let error as ConfigError {
             print(error.description)
             FileHandle.standardError.write(Data("\(file): \(error.diagnostics.count) error(s)\n".utf8))
             throw ExitCode(1)
