@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need, builds
-# everything (the `sluice` binary included, which the process tests start), runs all tests.
+# everything (the `sluice` binary included, which the process tests start), runs the Swift
+# tests, then the envoy-compat comparison against the real Envoy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Tests/install-deps.sh
@@ -8,9 +9,15 @@ swift build --build-tests
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-# All tests are XCTest; Swift Testing is disabled so its empty run is not the last word.
+# All Swift tests are XCTest; Swift Testing is disabled so its empty run is not the last word.
 swift test --skip-build --disable-swift-testing 2>&1 | tee "$log" || status=$?
 passed=$(grep -c "^Test Case .* passed" "$log" || true)
 failed=$(grep -c "^Test Case .* failed" "$log" || true)
-echo "$passed passed, $failed failed"
-exit "$status"
+echo "swift tests: $passed passed, $failed failed"
+compat_status=0
+python3 envoy-compat/run.py 2>&1 | tee "$log" || compat_status=$?
+compat_passed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$log" | tail -1)
+compat_failed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$log" | tail -1)
+if [ -z "$compat_passed" ]; then compat_passed=0; compat_failed=1; fi
+echo "$((passed + compat_passed)) passed, $((failed + compat_failed)) failed"
+[ "$status" -eq 0 ] && [ "$compat_status" -eq 0 ]

@@ -25,7 +25,7 @@ final class DownstreamErrorHandler: ChannelDuplexHandler, RemovableChannelHandle
         if !responseInProgress {
             let status: HTTPResponseStatus = parserError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
             let body = status == .badRequest ? "malformed request\n" : "request headers too large\n"
-            let headers = HTTPHeaders([("connection", "close"), ("content-length", String(body.utf8.count)), ("content-type", "text/plain; charset=utf-8")])
+            let headers = HTTPHeaders([("connection", "close"), ("content-length", String(body.utf8.count)), ("content-type", "text/plain")])
             stats.responses.record(status: Int(status.code))
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)

@@ -261,7 +261,8 @@ final class FilterChain {
             deliver(dir, event, at: next(dir, i))
         case .failClosed, .reload:
             slot.plugin.runtime.stats.failedClosedStreams.increment()
-            localReply(status: 503, body: "filter '\(slot.plugin.runtime.config.name)' failed\n", details: "wasm_fail_stream", startingAt: i - 1)
+            // An empty 503, as Envoy's wasm_fail_stream (the reason is in the log and /stats).
+            localReply(status: 503, body: "", details: "wasm_fail_stream", startingAt: i - 1)
         }
         return true
     }
@@ -285,7 +286,7 @@ final class FilterChain {
         }
         var map = HeaderMap([(":status", String(status))])
         for (k, v) in headers { map.add(k, v) }
-        if map.first("content-type") == nil && !body.isEmpty { map.add("content-type", "text/plain; charset=utf-8") }
+        if map.first("content-type") == nil && !body.isEmpty { map.add("content-type", "text/plain") }
         map.replace("content-length", String(body.count))
         data.responseHeaders = map
         data.responseTrailers = nil

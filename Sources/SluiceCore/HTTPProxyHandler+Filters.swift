@@ -31,7 +31,7 @@ extension HTTPProxyHandler: FilterChainSink {
                 case .failClosed, .reload:
                     plugin.runtime.stats.failedClosedStreams.increment()
                     route?.stats.requests.increment()
-                    respondLocally(head: head, route: route, status: .serviceUnavailable, body: "filter '\(name)' is unavailable\n", flags: "wasm_fail_stream")
+                    respondLocally(head: head, route: route, status: .serviceUnavailable, body: "", flags: "wasm_fail_stream")
                     return true
                 }
             }
@@ -61,6 +61,10 @@ extension HTTPProxyHandler: FilterChainSink {
         map.add(":method", head.method.rawValue)
         map.add(":scheme", "http")
         for (name, value) in headers where name.lowercased() != "host" { map.add(name, value) }
+        // Like Envoy's connection manager, the request id and x-forwarded-proto exist before
+        // the filters run, so filters see (and may use) them.
+        if map.first("x-forwarded-proto") == nil { map.add("x-forwarded-proto", "http") }
+        if map.first("x-request-id") == nil { map.add("x-request-id", RequestID.make()) }
         data.requestHeaders = map
         streamData = data
         chainHead = head

@@ -747,7 +747,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
 
     func writeLocalResponse(version: HTTPVersion, status: HTTPResponseStatus, body: String, requestID: String) {
         var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+        if !body.isEmpty { headers.add(name: "content-type", value: "text/plain") }
         headers.add(name: "content-length", value: String(body.utf8.count))
         headers.add(name: "x-request-id", value: requestID)
         if closeAfterResponse { headers.add(name: "connection", value: "close") }

@@ -45,6 +45,7 @@ extension PluginVM {
     static let builtInTopLevel: Set<String> = [
         "request", "response", "source", "destination", "connection", "upstream", "xds",
         "plugin_name", "plugin_root_id", "plugin_vm_id", "connection_id", "sluice",
+        "route_name", "cluster_name", "listener_direction",
     ]
 
     /// Resolves a property path. Names follow Envoy's attributes; `sluice.*` are Sluice's own.
@@ -122,6 +123,11 @@ extension PluginVM {
         case ("xds", "cluster_name"): return info.clusterName.isEmpty ? nil : .string(info.clusterName)
         case ("xds", "virtual_host_name"): return info.virtualHostName.isEmpty ? nil : .string(info.virtualHostName)
         case ("xds", "listener_direction"): return .int(1)  // INBOUND: Sluice listeners face clients
+        // Names Envoy removed in 1.33, kept as aliases so filters written for older Envoy
+        // (and the Go SDK's properties helpers) still work. See docs/HOST-DIFFERENCES.md.
+        case ("route_name", _) where rest.isEmpty: return info.routeName.isEmpty ? nil : .string(info.routeName)
+        case ("cluster_name", _) where rest.isEmpty: return info.clusterName.isEmpty ? nil : .string(info.clusterName)
+        case ("listener_direction", _) where rest.isEmpty: return .int(1)
         default: return nil
         }
     }

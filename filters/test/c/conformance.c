@@ -114,9 +114,12 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
         v = pw_property("plugin_name", 11, &len);
         pw_add_header(PW_REQUEST_HEADERS, "x-prop-plugin", v ? v : "(none)"); free(v);
         v = pw_property("source\0address", 14, &len);
+        if (v) { char *colon = strrchr(v, ':'); if (colon) *colon = 0; }  /* the port varies per connection */
         pw_add_header(PW_REQUEST_HEADERS, "x-prop-source", v ? v : "(none)"); free(v);
         v = pw_property("xds\0route_name", 14, &len);
         pw_add_header(PW_REQUEST_HEADERS, "x-prop-route", v ? v : "(none)"); free(v);
+        v = pw_property("route_name", 10, &len);  /* removed in Envoy 1.33; an alias in Sluice */
+        pw_add_header(PW_REQUEST_HEADERS, "x-prop-legacy-route", v ? v : "(none)"); free(v);
         v = pw_property("request\0headers\0x-test", 22, &len);
         pw_add_header(PW_REQUEST_HEADERS, "x-prop-header", v ? v : "(none)"); free(v);
         uint64_t port = 0;

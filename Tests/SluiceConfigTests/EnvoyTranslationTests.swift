@@ -1,0 +1,141 @@
+import SluiceConfig
+import XCTest
+
+/// Envoy bootstraps become Sluice configuration; what Sluice cannot do is named by path.
+final class EnvoyTranslationTests: XCTestCase {
+    let bootstrap = """
+        admin:
+          address: { socket_address: { address: 127.0.0.1, port_value: 9901 } }
+        static_resources:
+          listeners:
+          - name: edge
+            address: { socket_address: { address: 0.0.0.0, port_value: 10000 } }
+            filter_chains:
+            - filters:
+              - name: envoy.filters.network.http_connection_manager
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                  stat_prefix: ingress
+                  use_remote_address: true
+                  route_config:
+                    virtual_hosts:
+                    - name: api
+                      domains: ["api.example.com", "*.api.example.com"]
+                      routes:
+                      - match: { prefix: "/v1/", headers: [{ name: x-canary, string_match: { exact: "1" } }] }
+                        route: { cluster: api, prefix_rewrite: "/", timeout: 2.5s, host_rewrite_literal: api.internal }
+                      - match: { safe_regex: { regex: "^/items/[0-9]+$" } }
+                        direct_response: { status: 418, body: { inline_string: "teapot" } }
+                  http_filters:
+                  - name: envoy.filters.http.router
+                    typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+          - name: raw
+            address: { socket_address: { address: 127.0.0.1, port_value: 10001 } }
+            filter_chains:
+            - filters:
+              - name: envoy.filters.network.tcp_proxy
+                typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: tcp, cluster: api }
+          clusters:
+          - name: api
+            type: STRICT_DNS
+            lb_policy: LEAST_REQUEST
+            connect_timeout: 0.25s
+            circuit_breakers: { thresholds: [{ max_connections: 10 }] }
+            load_assignment:
+              cluster_name: api
+              endpoints:
+              - lb_endpoints:
+                - endpoint: { address: { socket_address: { address: backend.local, port_value: 8080 } } }
+                  load_balancing_weight: 3
+            health_checks:
+            - timeout: 1s
+              interval: 5s
+              unhealthy_threshold: 2
+              healthy_threshold: 1
+              http_health_check: { path: /healthz }
+        """
+
+    func testTranslatesListenersRoutesAndClusters() throws {
+        let result = try EnvoyTranslation.translate(yaml: bootstrap, file: "envoy.yaml")
+        let c = result.config
+        XCTAssertEqual(c.admin.address, HostPort(host: "127.0.0.1", port: 9901))
+        XCTAssertEqual(c.listeners.map(\.name), ["edge", "raw"])
+        let edge = c.listeners[0]
+        XCTAssertEqual(edge.address.port, 10000)
+        XCTAssertEqual(edge.routes.count, 2)
+        XCTAssertEqual(edge.routes[0].match.hosts, [.exact("api.example.com"), .suffix(".api.example.com")], "virtual host domains become host matches")
+        XCTAssertEqual(edge.routes[0].match.path, .prefix("/v1/"))
+        XCTAssertEqual(edge.routes[0].match.headers, [HeaderMatch(name: "x-canary", value: "1")])
+        guard case .cluster(let target) = edge.routes[0].action else { return XCTFail() }
+        XCTAssertEqual(target.cluster, "api")
+        XCTAssertEqual(target.prefixRewrite, "/")
+        XCTAssertEqual(target.hostRewrite, "api.internal")
+        XCTAssertEqual(target.timeout, .milliseconds(2500))
+        XCTAssertEqual(edge.routes[1].action, .directResponse(status: 418, body: "teapot"))
+        XCTAssertEqual(edge.routes[1].match.path, .regex("^/items/[0-9]+$"))
+        XCTAssertEqual(c.listeners[1].proto, .tcp)
+        XCTAssertEqual(c.listeners[1].tcpCluster, "api")
+        let api = c.clusters[0]
+        XCTAssertEqual(api.lb, .leastRequest)
+        XCTAssertEqual(api.connectTimeout, .milliseconds(250))
+        XCTAssertEqual(api.endpoints, [EndpointConfig(address: HostPort(host: "backend.local", port: 8080), weight: 3)])
+        XCTAssertEqual(api.healthCheck?.path, "/healthz")
+        XCTAssertEqual(api.healthCheck?.unhealthyThreshold, 2)
+    }
+
+    func testUnsupportedFieldsAreReportedByPathAndLine() throws {
+        let result = try EnvoyTranslation.translate(yaml: bootstrap, file: "envoy.yaml")
+        let paths = result.unsupported.map(\.keyPath)
+        XCTAssertEqual(paths, [
+            "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.use_remote_address",
+            "static_resources.clusters[0].circuit_breakers",
+        ])
+        XCTAssertEqual(result.unsupported[0].line, 13)
+        XCTAssertEqual(result.unsupported[1].line, 37)
+        XCTAssertTrue(result.unsupported[1].message.contains("not supported"))
+    }
+
+    func testWasmFilterBecomesAPlugin() throws {
+        let module = NSTemporaryDirectory() + "compat-\(UUID().uuidString).wasm"
+        FileManager.default.createFile(atPath: module, contents: Data([0]))
+        defer { try? FileManager.default.removeItem(atPath: module) }
+        let yaml = bootstrap.replacingOccurrences(of: """
+                  - name: envoy.filters.http.router
+        """, with: """
+                  - name: envoy.filters.http.wasm
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+                      config:
+                        name: auth
+                        root_id: auth_root
+                        fail_open: true
+                        configuration: { "@type": type.googleapis.com/google.protobuf.StringValue, value: '{"k": 1}' }
+                        vm_config:
+                          vm_id: shared
+                          runtime: envoy.wasm.runtime.v8
+                          code: { local: { filename: \(module) } }
+                          environment_variables: { key_values: { MODE: prod } }
+                  - name: envoy.filters.http.router
+        """)
+        let c = try EnvoyTranslation.translate(yaml: yaml, file: "envoy.yaml").config
+        XCTAssertEqual(c.listeners[0].httpFilters, ["auth"])
+        let p = c.plugins[0]
+        XCTAssertEqual(p.rootID, "auth_root")
+        XCTAssertEqual(p.vmID, "shared")
+        XCTAssertEqual(p.configuration, #"{"k": 1}"#, "StringValue configuration is passed raw")
+        XCTAssertEqual(p.environment, ["MODE": "prod"])
+        XCTAssertEqual(p.failurePolicy, .failOpen, "fail_open: true means FAIL_OPEN; the default is FAIL_CLOSED")
+    }
+
+    func testDetectsEnvoyFormat() {
+        XCTAssertTrue(EnvoyTranslation.looksLikeEnvoy(yaml: bootstrap))
+        XCTAssertFalse(EnvoyTranslation.looksLikeEnvoy(yaml: "listeners: []\nclusters: []\n"))
+    }
+
+    func testBrokenReferencesAreErrors() {
+        let broken = bootstrap.replacingOccurrences(of: "route: { cluster: api,", with: "route: { cluster: nowhere,")
+        XCTAssertThrowsError(try EnvoyTranslation.translate(yaml: broken, file: "envoy.yaml")) { error in
+            XCTAssertTrue("\(error)".contains("unknown cluster 'nowhere'"), "\(error)")
+        }
+    }
+}
