@@ -101,6 +101,35 @@ final class LifecycleTests: XCTestCase {
         XCTAssertTrue(lines[1].hasPrefix("\(bad):6:51: error: clusters[0].lb: expected one of round_robin"), lines[1])
     }
 
+    func testValidateListsUnsupportedEnvoyFields() throws {
+        let file = NSTemporaryDirectory() + "envoy-\(UUID().uuidString).yaml"
+        try """
+            static_resources:
+              listeners:
+              - name: l
+                address: { socket_address: { address: 127.0.0.1, port_value: 10000 } }
+                per_connection_buffer_limit_bytes: 1024
+                filter_chains:
+                - filters:
+                  - name: envoy.filters.network.tcp_proxy
+                    typed_config: { stat_prefix: t, cluster: c }
+              clusters:
+              - name: c
+                load_assignment: { cluster_name: c, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 1 } } } }] }] }
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try sluiceBinary())
+        p.arguments = ["validate", "--envoy-config", file]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 2, "unsupported fields: exit 2")
+        XCTAssertTrue(text.contains("\(file):5:5: unsupported: static_resources.listeners[0].per_connection_buffer_limit_bytes"), text)
+    }
+
     func testEveryExampleConfigValidates() throws {
         _ = try TestFilters.path("swift-headers")  // examples load the demo filter
         let examples = packageRoot.appendingPathComponent("examples")
