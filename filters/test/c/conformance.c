@@ -160,6 +160,47 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
             pw_add_header(PW_REQUEST_HEADERS, "x-last-event", ev);
         }
     }
+    if (is(ctx, "families")) {
+        /* One deterministic answer per hostcall family that leaves no other trace. */
+        char buf[64];
+        snprintf(buf, sizeof buf, "%d", proxy_log(PW_DEBUG, "families", 8));
+        pw_add_header(PW_REQUEST_HEADERS, "x-log", buf);
+        uint64_t now = 0;
+        proxy_get_current_time_nanoseconds(&now);
+        pw_add_header(PW_REQUEST_HEADERS, "x-clock-sane", now > 1600000000ull * 1000000000ull ? "yes" : "no");
+        uint64_t count = 0;
+        snprintf(buf, sizeof buf, "%d", proxy_get_metric(requests_metric, &count));
+        pw_add_header(PW_REQUEST_HEADERS, "x-metric-status", buf);
+        snprintf(buf, sizeof buf, "%d", proxy_increment_metric(requests_metric, 0));
+        pw_add_header(PW_REQUEST_HEADERS, "x-metric-zero-delta", buf);
+        size_t blen = 0; uint32_t flags = 9;
+        snprintf(buf, sizeof buf, "%d/%zu", proxy_get_buffer_status(PW_PLUGIN_CONFIGURATION, &blen, &flags), blen);
+        pw_add_header(PW_REQUEST_HEADERS, "x-config-buffer-outside-configure", buf);
+        size_t vlen = 0;
+        char *vm = pw_buffer_bytes(PW_VM_CONFIGURATION, &vlen);
+        snprintf(buf, sizeof buf, "%zu", vlen);
+        free(vm);
+        pw_add_header(PW_REQUEST_HEADERS, "x-vm-config-bytes", buf);
+        snprintf(buf, sizeof buf, "%d", proxy_set_effective_context(999999));
+        pw_add_header(PW_REQUEST_HEADERS, "x-bad-context", buf);
+        snprintf(buf, sizeof buf, "%d", proxy_done());
+        pw_add_header(PW_REQUEST_HEADERS, "x-done-not-pending", buf);
+        uint32_t qid = 0;
+        snprintf(buf, sizeof buf, "%d", proxy_resolve_shared_queue("", 0, "no-such-queue", 13, &qid));
+        pw_add_header(PW_REQUEST_HEADERS, "x-missing-queue", buf);
+        char *v = NULL; size_t vl = 0; uint32_t cas = 0;
+        snprintf(buf, sizeof buf, "%d", proxy_get_shared_data("never-set", 9, &v, &vl, &cas));
+        pw_add_header(PW_REQUEST_HEADERS, "x-missing-key", buf);
+        snprintf(buf, sizeof buf, "%d", proxy_continue_stream(7));
+        pw_add_header(PW_REQUEST_HEADERS, "x-bad-stream-type", buf);
+    }
+    if (is(ctx, "queue-read")) {
+        char *value = NULL; size_t len = 0; uint32_t cas = 0;
+        if (proxy_get_shared_data("last_event", 10, &value, &len, &cas) == PW_OK) {
+            char ev[64] = {0}; memcpy(ev, value, len < 63 ? len : 63); free(value);
+            pw_add_header(PW_REQUEST_HEADERS, "x-last-event", ev);
+        }
+    }
     if (is(ctx, "enqueue")) {
         uint32_t id = 0;
         if (proxy_resolve_shared_queue("", 0, "events", 6, &id) == PW_OK) proxy_enqueue_shared_queue(id, "hello-queue", 11);
