@@ -59,6 +59,9 @@ PW_EXPORT(proxy_on_configure) uint32_t on_configure(uint32_t root, uint32_t size
     }
     if (strcmp(configuration, "reject") == 0) return 0;
     if (strcmp(configuration, "trap-on-configure") == 0) __builtin_trap();
+    /* Create the shared counter before any traffic: CAS 0 means "unconditional", so two
+       workers racing to create a missing key could both write (an ABI property, not a bug). */
+    if (get_shared_counter("hits") < 0) proxy_set_shared_data("hits", 4, "0", 1, 0);
     proxy_define_metric(PW_COUNTER, "requests", 8, &requests_metric);
     proxy_define_metric(PW_GAUGE, "in_flight", 9, &gauge_metric);
     proxy_define_metric(PW_HISTOGRAM, "body_bytes", 10, &latency_metric);
