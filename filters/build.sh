@@ -44,14 +44,17 @@ build_c() { # name source [-Dflags...]
   fi
 }
 
+SWIFT_EMBEDDED_LIB="$(dirname "$SWIFT_BIN")/lib/swift/embedded/wasm32-unknown-none-wasm"
 build_swift() { # name sources...
   local name=$1; shift
   local target="$out/$name.wasm"
   if newer "$target" "$@"; then
     local obj; obj=$(mktemp -d)
     swiftc -target wasm32-unknown-none-wasm -enable-experimental-feature Embedded -enable-experimental-feature Extern \
-      -wmo -Osize -parse-as-library -disable-stack-protector -c -o "$obj/$name.o" "$@"
-    "$WASM_LD" --no-entry --strip-all "$obj/$name.o" /usr/lib/wasm32-wasi/crt1-reactor.o -L/usr/lib/wasm32-wasi -lc "$BUILTINS" -o "$target"
+      -wmo -Osize -parse-as-library -Xfrontend -disable-stack-protector -c -o "$obj/$name.o" "$@"
+    # Unicode tables only link in when a filter uses String operations that need them.
+    "$WASM_LD" --no-entry --strip-all "$obj/$name.o" /usr/lib/wasm32-wasi/crt1-reactor.o -L/usr/lib/wasm32-wasi -lc \
+      "$SWIFT_EMBEDDED_LIB/libswiftUnicodeDataTables.a" "$BUILTINS" -o "$target"
     rm -rf "$obj"
     echo "built $target ($(stat -c %s "$target") bytes)"
   fi
@@ -74,4 +77,8 @@ build_c c-version-bad-configure test/c/version.c -DVERSION=3 -DBAD_CONFIGURE
 build_c c-version-bad-import test/c/version.c -DVERSION=4 -DBAD_IMPORT
 for src in test/swift/*.swift; do [ -e "$src" ] && build_swift "swift-$(basename "$src" .swift)" "$src"; done
 for dir in test/go/*/; do [ -d "$dir" ] && build_go "go-$(basename "$dir")" "${dir%/}"; done
+# Sample filters: Swift ones are compiled together with the Swift SDK.
+for dir in samples/*/swift/; do
+  [ -d "$dir" ] && build_swift "sample-$(basename "$(dirname "$dir")")" sdk/swift/*.swift "${dir%/}"/*.swift
+done
 exit 0

@@ -1,0 +1,45 @@
+import Foundation
+import XCTest
+
+/// The sample filters of filters/samples, through the real proxy.
+final class SampleFilterTests: XCTestCase {
+    func testHeadersSampleAddsRemovesAndRenames() async throws {
+        let upstream = try await TestUpstream.start(name: "origin", group: testGroup)
+        let module = try TestFilters.path("sample-headers")
+        let proxy = try await ProxyUnderTest.start("""
+            listeners:
+              - { name: main, address: "127.0.0.1:0", http_filters: [headers], routes: [{ match: { prefix: / }, cluster: origin }] }
+            clusters:
+              - { name: origin, endpoints: ["127.0.0.1:{{origin}}"] }
+            plugins:
+              - name: headers
+                module: "\(module)"
+                configuration:
+                  request: { add: { x-edge: sluice }, remove: [x-internal], rename: { x-old: x-new } }
+                  response: { add: { x-served-by: sluice }, remove: [x-upstream] }
+            """, ports: ["origin": upstream.port])
+        let r = try httpGet(proxy.port(), "/h", headers: [("x-internal", "secret"), ("x-old", "moved")])
+        let seen = try echoedHeaders(r)
+        XCTAssertEqual(seen["x-edge"], "sluice")
+        XCTAssertNil(seen["x-internal"])
+        XCTAssertNil(seen["x-old"])
+        XCTAssertEqual(seen["x-new"], "moved")
+        XCTAssertEqual(r.header("x-served-by"), "sluice")
+        XCTAssertNil(r.header("x-upstream"), "the response header was removed")
+        await proxy.stop()
+
+        // A configuration that is not JSON is refused when the plugin loads.
+        do {
+            _ = try await ProxyUnderTest.start("""
+                listeners:
+                  - { name: main, address: "127.0.0.1:0", http_filters: [headers], routes: [{ match: { prefix: / }, direct_response: { status: 200 } }] }
+                plugins:
+                  - { name: headers, module: "\(module)", configuration: "not json" }
+                """)
+            XCTFail("a broken configuration was accepted")
+        } catch {
+            XCTAssertTrue("\(error)".contains("proxy_on_configure returned false"), "\(error)")
+        }
+        await upstream.stop()
+    }
+}

@@ -1,0 +1,385 @@
+// Sluice Swift SDK for Proxy-Wasm filters (Embedded Swift, ABI 0.2.1).
+//
+// A filter defines `func makeRootContext() -> RootContext` and implements the protocols it
+// needs; this file supplies the ABI exports, the context table and typed hostcalls.
+// Build with filters/build.sh (the SDK is compiled together with the filter, -wmo).
+
+// MARK: - Imports (module env)
+
+@_extern(wasm, module: "env", name: "proxy_log") @_extern(c)
+func _proxy_log(_ level: UInt32, _ ptr: UnsafePointer<UInt8>?, _ len: Int) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_get_buffer_bytes") @_extern(c)
+func _proxy_get_buffer_bytes(_ type: UInt32, _ start: Int, _ max: Int, _ ptr: UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>, _ len: UnsafeMutablePointer<Int>) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_set_buffer_bytes") @_extern(c)
+func _proxy_set_buffer_bytes(_ type: UInt32, _ start: Int, _ size: Int, _ ptr: UnsafePointer<UInt8>?, _ len: Int) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_get_header_map_value") @_extern(c)
+func _proxy_get_header_map_value(_ map: UInt32, _ key: UnsafePointer<UInt8>?, _ keyLen: Int, _ ptr: UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>, _ len: UnsafeMutablePointer<Int>) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_get_header_map_pairs") @_extern(c)
+func _proxy_get_header_map_pairs(_ map: UInt32, _ ptr: UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>, _ len: UnsafeMutablePointer<Int>) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_add_header_map_value") @_extern(c)
+func _proxy_add_header_map_value(_ map: UInt32, _ key: UnsafePointer<UInt8>?, _ keyLen: Int, _ value: UnsafePointer<UInt8>?, _ valueLen: Int) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_replace_header_map_value") @_extern(c)
+func _proxy_replace_header_map_value(_ map: UInt32, _ key: UnsafePointer<UInt8>?, _ keyLen: Int, _ value: UnsafePointer<UInt8>?, _ valueLen: Int) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_remove_header_map_value") @_extern(c)
+func _proxy_remove_header_map_value(_ map: UInt32, _ key: UnsafePointer<UInt8>?, _ keyLen: Int) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_get_property") @_extern(c)
+func _proxy_get_property(_ path: UnsafePointer<UInt8>?, _ pathLen: Int, _ ptr: UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>, _ len: UnsafeMutablePointer<Int>) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_send_local_response") @_extern(c)
+func _proxy_send_local_response(_ status: UInt32, _ details: UnsafePointer<UInt8>?, _ detailsLen: Int, _ body: UnsafePointer<UInt8>?, _ bodyLen: Int, _ headers: UnsafePointer<UInt8>?, _ headersLen: Int, _ grpc: Int32) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_continue_stream") @_extern(c)
+func _proxy_continue_stream(_ type: UInt32) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_set_tick_period_milliseconds") @_extern(c)
+func _proxy_set_tick_period_milliseconds(_ ms: UInt32) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_get_shared_data") @_extern(c)
+func _proxy_get_shared_data(_ key: UnsafePointer<UInt8>?, _ keyLen: Int, _ ptr: UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>, _ len: UnsafeMutablePointer<Int>, _ cas: UnsafeMutablePointer<UInt32>) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_set_shared_data") @_extern(c)
+func _proxy_set_shared_data(_ key: UnsafePointer<UInt8>?, _ keyLen: Int, _ value: UnsafePointer<UInt8>?, _ valueLen: Int, _ cas: UInt32) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_define_metric") @_extern(c)
+func _proxy_define_metric(_ type: UInt32, _ name: UnsafePointer<UInt8>?, _ nameLen: Int, _ id: UnsafeMutablePointer<UInt32>) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_increment_metric") @_extern(c)
+func _proxy_increment_metric(_ id: UInt32, _ delta: Int64) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_record_metric") @_extern(c)
+func _proxy_record_metric(_ id: UInt32, _ value: UInt64) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_http_call") @_extern(c)
+func _proxy_http_call(_ up: UnsafePointer<UInt8>?, _ upLen: Int, _ h: UnsafePointer<UInt8>?, _ hLen: Int, _ b: UnsafePointer<UInt8>?, _ bLen: Int, _ t: UnsafePointer<UInt8>?, _ tLen: Int, _ timeout: UInt32, _ token: UnsafeMutablePointer<UInt32>) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_set_effective_context") @_extern(c)
+func _proxy_set_effective_context(_ id: UInt32) -> UInt32
+
+// MARK: - Public API
+
+public enum Action { case `continue`, pause }
+
+public enum LogLevel: UInt32 { case trace = 0, debug, info, warn, error, critical }
+
+/// Logs through the host (Sluice: swift-log, tagged with the plugin name).
+public func log(_ level: LogLevel, _ message: String) {
+    var m = message
+    m.withUTF8 { _ = _proxy_log(level.rawValue, $0.baseAddress, $0.count) }
+}
+
+/// Called for the root context at start-up: parse the configuration, return false to refuse it.
+public protocol RootContext: AnyObject {
+    func onConfigure(configuration: [UInt8]) -> Bool
+    func onTick()
+    func createHTTPContext(id: UInt32) -> HTTPContext?
+}
+
+extension RootContext {
+    public func onConfigure(configuration: [UInt8]) -> Bool { true }
+    public func onTick() {}
+}
+
+/// One HTTP request/response. Every callback defaults to doing nothing and continuing.
+public protocol HTTPContext: AnyObject {
+    func onRequestHeaders(endOfStream: Bool) -> Action
+    func onRequestBody(size: Int, endOfStream: Bool) -> Action
+    func onResponseHeaders(endOfStream: Bool) -> Action
+    func onResponseBody(size: Int, endOfStream: Bool) -> Action
+    func onLog()
+}
+
+extension HTTPContext {
+    public func onRequestHeaders(endOfStream: Bool) -> Action { .continue }
+    public func onRequestBody(size: Int, endOfStream: Bool) -> Action { .continue }
+    public func onResponseHeaders(endOfStream: Bool) -> Action { .continue }
+    public func onResponseBody(size: Int, endOfStream: Bool) -> Action { .continue }
+    public func onLog() {}
+}
+
+/// A header map of the current stream.
+public struct Headers {
+    let map: UInt32
+    public static let request = Headers(map: 0)
+    public static let requestTrailers = Headers(map: 1)
+    public static let response = Headers(map: 2)
+    public static let responseTrailers = Headers(map: 3)
+    public static let httpCallResponse = Headers(map: 6)
+
+    public subscript(name: String) -> String? {
+        var n = name
+        var ptr: UnsafeMutablePointer<UInt8>? = nil
+        var len = 0
+        let status = n.withUTF8 { _proxy_get_header_map_value(map, $0.baseAddress, $0.count, &ptr, &len) }
+        return status == 0 ? takeString(ptr, len) : nil
+    }
+
+    public func add(_ name: String, _ value: String) {
+        var n = name, v = value
+        n.withUTF8 { k in v.withUTF8 { _ = _proxy_add_header_map_value(map, k.baseAddress, k.count, $0.baseAddress, $0.count) } }
+    }
+
+    public func set(_ name: String, _ value: String) {
+        var n = name, v = value
+        n.withUTF8 { k in v.withUTF8 { _ = _proxy_replace_header_map_value(map, k.baseAddress, k.count, $0.baseAddress, $0.count) } }
+    }
+
+    public func remove(_ name: String) {
+        var n = name
+        n.withUTF8 { _ = _proxy_remove_header_map_value(map, $0.baseAddress, $0.count) }
+    }
+
+    /// All entries, pseudo-headers included.
+    public var all: [(String, String)] {
+        var ptr: UnsafeMutablePointer<UInt8>? = nil
+        var len = 0
+        guard _proxy_get_header_map_pairs(map, &ptr, &len) == 0, let ptr, len >= 4 else { return [] }
+        defer { ptr.deallocate() }
+        return decodePairs(UnsafeBufferPointer(start: ptr, count: len))
+    }
+}
+
+/// The body of the current stream (whatever the current callback is about).
+public struct Body {
+    let type: UInt32
+    public static let request = Body(type: 0)
+    public static let response = Body(type: 1)
+    public static let httpCallResponse = Body(type: 4)
+
+    public var bytes: [UInt8] {
+        var ptr: UnsafeMutablePointer<UInt8>? = nil
+        var len = 0
+        guard _proxy_get_buffer_bytes(type, 0, Int(Int32.max), &ptr, &len) == 0 else { return [] }
+        return takeBytes(ptr, len)
+    }
+
+    /// Replaces the whole body.
+    public func replace(with new: [UInt8]) {
+        let current = bytes.count
+        new.withUnsafeBufferPointer { _ = _proxy_set_buffer_bytes(type, 0, current, $0.baseAddress, $0.count) }
+    }
+
+    public func append(_ more: [UInt8]) {
+        more.withUnsafeBufferPointer { _ = _proxy_set_buffer_bytes(type, Int(Int32.max), 0, $0.baseAddress, $0.count) }
+    }
+}
+
+/// A property by path segments, e.g. `property("request", "path")`.
+public func property(_ segments: String...) -> [UInt8]? {
+    var path: [UInt8] = []
+    for (i, s) in segments.enumerated() {
+        if i > 0 { path.append(0) }
+        path.append(contentsOf: s.utf8)
+    }
+    var ptr: UnsafeMutablePointer<UInt8>? = nil
+    var len = 0
+    let status = path.withUnsafeBufferPointer { _proxy_get_property($0.baseAddress, $0.count, &ptr, &len) }
+    return status == 0 ? takeBytes(ptr, len) : nil
+}
+
+public func propertyString(_ segments: String...) -> String? {
+    var path: [UInt8] = []
+    for (i, s) in segments.enumerated() {
+        if i > 0 { path.append(0) }
+        path.append(contentsOf: s.utf8)
+    }
+    var ptr: UnsafeMutablePointer<UInt8>? = nil
+    var len = 0
+    let status = path.withUnsafeBufferPointer { _proxy_get_property($0.baseAddress, $0.count, &ptr, &len) }
+    return status == 0 ? takeString(ptr, len) : nil
+}
+
+/// Answers the client now; the current callback's result becomes "pause".
+public func sendLocalResponse(status: Int, body: String = "", headers: [(String, String)] = []) {
+    let pairs = encodePairs(headers)
+    var b = body
+    pairs.withUnsafeBufferPointer { p in
+        b.withUTF8 { _ = _proxy_send_local_response(UInt32(status), nil, 0, $0.baseAddress, $0.count, p.baseAddress, p.count, -1) }
+    }
+}
+
+public func continueRequest() { _ = _proxy_continue_stream(0) }
+public func continueResponse() { _ = _proxy_continue_stream(1) }
+public func setTickPeriod(milliseconds: UInt32) { _ = _proxy_set_tick_period_milliseconds(milliseconds) }
+
+/// Shared key-value data (per vm_id, shared by all workers), with compare-and-swap.
+public enum SharedData {
+    public static func get(_ key: String) -> (value: [UInt8], cas: UInt32)? {
+        var k = key
+        var ptr: UnsafeMutablePointer<UInt8>? = nil
+        var len = 0
+        var cas: UInt32 = 0
+        let status = k.withUTF8 { _proxy_get_shared_data($0.baseAddress, $0.count, &ptr, &len, &cas) }
+        return status == 0 ? (takeBytes(ptr, len), cas) : nil
+    }
+
+    /// Returns false on a CAS mismatch (someone else wrote first: read again and retry).
+    @discardableResult
+    public static func set(_ key: String, _ value: [UInt8], cas: UInt32 = 0) -> Bool {
+        var k = key
+        return k.withUTF8 { kk in value.withUnsafeBufferPointer { _proxy_set_shared_data(kk.baseAddress, kk.count, $0.baseAddress, $0.count, cas) } } == 0
+    }
+}
+
+/// A metric on the admin /stats, named `<plugin>_<name>`.
+public struct Metric {
+    public enum Kind: UInt32 { case counter = 0, gauge, histogram }
+    let id: UInt32
+    public init(_ kind: Kind, _ name: String) {
+        var n = name
+        var id: UInt32 = 0
+        _ = n.withUTF8 { _proxy_define_metric(kind.rawValue, $0.baseAddress, $0.count, &id) }
+        self.id = id
+    }
+    public func increment(_ delta: Int64 = 1) { _ = _proxy_increment_metric(id, delta) }
+    public func record(_ value: UInt64) { _ = _proxy_record_metric(id, value) }
+}
+
+/// An HTTP callout to a cluster; `callback` runs with the response (nil: the call failed),
+/// with the calling stream as the current context.
+@discardableResult
+public func httpCall(cluster: String, method: String = "GET", path: String, authority: String, headers: [(String, String)] = [],
+                     body: [UInt8] = [], timeoutMilliseconds: UInt32 = 5000, callback: @escaping (HTTPCallResponse?) -> Void) -> Bool {
+    let pairs = encodePairs([(":method", method), (":path", path), (":authority", authority)] + headers)
+    var c = cluster
+    var token: UInt32 = 0
+    let status = c.withUTF8 { cc in
+        pairs.withUnsafeBufferPointer { p in
+            body.withUnsafeBufferPointer { b in
+                _proxy_http_call(cc.baseAddress, cc.count, p.baseAddress, p.count, b.baseAddress, b.count, nil, 0, timeoutMilliseconds, &token)
+            }
+        }
+    }
+    guard status == 0 else { return false }
+    Runtime.callouts[token] = (Runtime.currentContext, callback)
+    return true
+}
+
+public struct HTTPCallResponse {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+}
+
+// MARK: - Runtime: the ABI exports
+
+enum Runtime {
+    nonisolated(unsafe) static var root: RootContext?
+    nonisolated(unsafe) static var streams: [UInt32: HTTPContext] = [:]
+    nonisolated(unsafe) static var callouts: [UInt32: (UInt32, (HTTPCallResponse?) -> Void)] = [:]
+    nonisolated(unsafe) static var currentContext: UInt32 = 0
+
+    static func stream(_ id: UInt32) -> HTTPContext? {
+        currentContext = id
+        return streams[id]
+    }
+
+    static func action(_ a: Action) -> UInt32 { a == .continue ? 0 : 1 }
+}
+
+@_expose(wasm, "proxy_abi_version_0_2_1") @_cdecl("proxy_abi_version_0_2_1")
+func _abi() {}
+
+@_expose(wasm, "proxy_on_memory_allocate") @_cdecl("proxy_on_memory_allocate")
+func _allocate(_ size: Int) -> UnsafeMutableRawPointer? {
+    UnsafeMutableRawPointer.allocate(byteCount: max(size, 1), alignment: 8)
+}
+
+@_expose(wasm, "proxy_on_context_create") @_cdecl("proxy_on_context_create")
+func _onContextCreate(_ id: UInt32, _ parent: UInt32) {
+    if parent == 0 {
+        Runtime.root = makeRootContext()
+    } else if let root = Runtime.root, let http = root.createHTTPContext(id: id) {
+        Runtime.streams[id] = http
+    }
+}
+
+@_expose(wasm, "proxy_on_configure") @_cdecl("proxy_on_configure")
+func _onConfigure(_ root: UInt32, _ size: UInt32) -> UInt32 {
+    var ptr: UnsafeMutablePointer<UInt8>? = nil
+    var len = 0
+    let configuration = _proxy_get_buffer_bytes(7, 0, Int(size), &ptr, &len) == 0 ? takeBytes(ptr, len) : []
+    return (Runtime.root?.onConfigure(configuration: configuration) ?? true) ? 1 : 0
+}
+
+@_expose(wasm, "proxy_on_tick") @_cdecl("proxy_on_tick")
+func _onTick(_ root: UInt32) { Runtime.root?.onTick() }
+
+@_expose(wasm, "proxy_on_request_headers") @_cdecl("proxy_on_request_headers")
+func _onRequestHeaders(_ id: UInt32, _ n: UInt32, _ eos: UInt32) -> UInt32 {
+    Runtime.action(Runtime.stream(id)?.onRequestHeaders(endOfStream: eos != 0) ?? .continue)
+}
+
+@_expose(wasm, "proxy_on_request_body") @_cdecl("proxy_on_request_body")
+func _onRequestBody(_ id: UInt32, _ size: UInt32, _ eos: UInt32) -> UInt32 {
+    Runtime.action(Runtime.stream(id)?.onRequestBody(size: Int(size), endOfStream: eos != 0) ?? .continue)
+}
+
+@_expose(wasm, "proxy_on_response_headers") @_cdecl("proxy_on_response_headers")
+func _onResponseHeaders(_ id: UInt32, _ n: UInt32, _ eos: UInt32) -> UInt32 {
+    Runtime.action(Runtime.stream(id)?.onResponseHeaders(endOfStream: eos != 0) ?? .continue)
+}
+
+@_expose(wasm, "proxy_on_response_body") @_cdecl("proxy_on_response_body")
+func _onResponseBody(_ id: UInt32, _ size: UInt32, _ eos: UInt32) -> UInt32 {
+    Runtime.action(Runtime.stream(id)?.onResponseBody(size: Int(size), endOfStream: eos != 0) ?? .continue)
+}
+
+@_expose(wasm, "proxy_on_http_call_response") @_cdecl("proxy_on_http_call_response")
+func _onHTTPCallResponse(_ root: UInt32, _ token: UInt32, _ nHeaders: UInt32, _ bodySize: UInt32, _ nTrailers: UInt32) {
+    guard let (stream, callback) = Runtime.callouts.removeValue(forKey: token) else { return }
+    // The stream may have ended while the call was out.
+    guard Runtime.streams[stream] != nil, _proxy_set_effective_context(stream) == 0 else { return }
+    Runtime.currentContext = stream
+    if nHeaders == 0 {
+        callback(nil)
+        return
+    }
+    let headers = Headers.httpCallResponse.all
+    let status = Int(headers.first { $0.0 == ":status" }?.1 ?? "") ?? 0
+    callback(HTTPCallResponse(status: status, headers: headers, body: Body.httpCallResponse.bytes))
+}
+
+@_expose(wasm, "proxy_on_log") @_cdecl("proxy_on_log")
+func _onLog(_ id: UInt32) { Runtime.stream(id)?.onLog() }
+
+@_expose(wasm, "proxy_on_done") @_cdecl("proxy_on_done")
+func _onDone(_ id: UInt32) -> UInt32 { 1 }
+
+@_expose(wasm, "proxy_on_delete") @_cdecl("proxy_on_delete")
+func _onDelete(_ id: UInt32) {
+    Runtime.streams[id] = nil
+}
+
+// MARK: - Helpers
+
+func takeBytes(_ ptr: UnsafeMutablePointer<UInt8>?, _ len: Int) -> [UInt8] {
+    guard let ptr else { return [] }
+    defer { ptr.deallocate() }
+    return Array(UnsafeBufferPointer(start: ptr, count: len))
+}
+
+func takeString(_ ptr: UnsafeMutablePointer<UInt8>?, _ len: Int) -> String {
+    guard let ptr else { return "" }
+    defer { ptr.deallocate() }
+    return String(decoding: UnsafeBufferPointer(start: ptr, count: len), as: UTF8.self)
+}
+
+func encodePairs(_ pairs: [(String, String)]) -> [UInt8] {
+    guard !pairs.isEmpty else { return [] }
+    var out: [UInt8] = []
+    func u32(_ v: Int) { for i in 0..<4 { out.append(UInt8(truncatingIfNeeded: v >> (i * 8))) } }
+    u32(pairs.count)
+    for (k, v) in pairs { u32(k.utf8.count); u32(v.utf8.count) }
+    for (k, v) in pairs {
+        out.append(contentsOf: k.utf8); out.append(0)
+        out.append(contentsOf: v.utf8); out.append(0)
+    }
+    return out
+}
+
+func decodePairs(_ b: UnsafeBufferPointer<UInt8>) -> [(String, String)] {
+    func u32(_ at: Int) -> Int { Int(b[at]) | Int(b[at + 1]) << 8 | Int(b[at + 2]) << 16 | Int(b[at + 3]) << 24 }
+    let n = u32(0)
+    var offset = 4 + n * 8
+    var out: [(String, String)] = []
+    for i in 0..<n {
+        let kl = u32(4 + i * 8), vl = u32(8 + i * 8)
+        guard offset + kl + vl + 2 <= b.count else { break }
+        let k = String(decoding: UnsafeBufferPointer(rebasing: b[offset..<(offset + kl)]), as: UTF8.self)
+        offset += kl + 1
+        let v = String(decoding: UnsafeBufferPointer(rebasing: b[offset..<(offset + vl)]), as: UTF8.self)
+        offset += vl + 1
+        out.append((k, v))
+    }
+    return out
+}
