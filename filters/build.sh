@@ -36,7 +36,7 @@ newer() { # target sources... : true if target is missing or older than any sour
 build_c() { # name source [-Dflags...]
   local target="$out/$1.wasm" src=$2
   shift 2
-  if newer "$target" "$src" sdk/c/proxy_wasm.h; then
+  if newer "$target" "$src" sdk/c/proxy_wasm.h sdk/c/json.h; then
     "$CLANG" --target=wasm32-wasi --sysroot=/usr -isystem /usr/include/wasm32-wasi -O2 -mexec-model=reactor "$@" \
       -nostdlib -Wl,--no-entry -Wl,--strip-all -Wl,--allow-undefined -o "$target" /usr/lib/wasm32-wasi/crt1-reactor.o "$src" \
       -L/usr/lib/wasm32-wasi -lc "$BUILTINS"
@@ -77,8 +77,11 @@ build_c c-version-bad-configure test/c/version.c -DVERSION=3 -DBAD_CONFIGURE
 build_c c-version-bad-import test/c/version.c -DVERSION=4 -DBAD_IMPORT
 for src in test/swift/*.swift; do [ -e "$src" ] && build_swift "swift-$(basename "$src" .swift)" "$src"; done
 for dir in test/go/*/; do [ -d "$dir" ] && build_go "go-$(basename "$dir")" "${dir%/}"; done
-# Sample filters: Swift ones are compiled together with the Swift SDK.
+# Sample filters: Swift ones are compiled together with the Swift SDK; C ones get a -c suffix.
 for dir in samples/*/swift/; do
   [ -d "$dir" ] && build_swift "sample-$(basename "$(dirname "$dir")")" sdk/swift/*.swift "${dir%/}"/*.swift
+done
+for src in samples/*/c/*.c; do
+  [ -e "$src" ] && build_c "sample-$(basename "$(dirname "$(dirname "$src")")")-c" "$src"
 done
 exit 0

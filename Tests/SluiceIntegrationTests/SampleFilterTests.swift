@@ -42,4 +42,43 @@ final class SampleFilterTests: XCTestCase {
         }
         await upstream.stop()
     }
+
+    /// Both builds of auth-apikey (Swift and C) must behave the same: one test, two modules.
+    func testAuthAPIKeyInSwiftAndC() async throws {
+        for module in ["sample-auth-apikey", "sample-auth-apikey-c"] {
+            let upstream = try await TestUpstream.start(name: "origin", group: testGroup)
+            let proxy = try await ProxyUnderTest.start("""
+                listeners:
+                  - name: main
+                    address: 127.0.0.1:0
+                    http_filters: [apikey]
+                    routes:
+                      - { match: { path: /healthz }, direct_response: { status: 200, body: ok }, plugins: { apikey: { disabled: true } } }
+                      - { match: { prefix: / }, cluster: origin }
+                clusters:
+                  - { name: origin, endpoints: ["127.0.0.1:{{origin}}"] }
+                plugins:
+                  - name: apikey
+                    module: "\(try TestFilters.path(module))"
+                    configuration: { header: x-key, keys: { "k-123": team-a, "k-456": team-b }, realm: tests }
+                """, ports: ["origin": upstream.port])
+            let port = proxy.port()
+            var r = try httpGet(port, "/data")
+            XCTAssertEqual(r.status, 401, module)
+            XCTAssertEqual(r.header("www-authenticate"), "ApiKey realm=\"tests\"", module)
+            XCTAssertEqual(r.text, "missing API key\n", module)
+            r = try httpGet(port, "/data", headers: [("x-key", "nope")])
+            XCTAssertEqual(r.status, 401, module)
+            XCTAssertEqual(r.text, "unknown API key\n", module)
+            r = try httpGet(port, "/data", headers: [("x-key", "k-456")])
+            XCTAssertEqual(r.status, 200, module)
+            let seen = try echoedHeaders(r)
+            XCTAssertEqual(seen["x-api-key-id"], "team-b", module)
+            XCTAssertNil(seen["x-key"], "\(module): the key itself never reaches the upstream")
+            XCTAssertEqual(try httpGet(port, "/healthz").status, 200, "\(module): disabled on the health route")
+            XCTAssertEqual(upstream.requests.load(ordering: .relaxed), 1, module)
+            await proxy.stop()
+            await upstream.stop()
+        }
+    }
 }
