@@ -81,4 +81,31 @@ final class SampleFilterTests: XCTestCase {
             await upstream.stop()
         }
     }
+
+    func testRateLimitIsSharedAcrossWorkers() async throws {
+        let upstream = try await TestUpstream.start(name: "origin", group: testGroup)
+        let proxy = try await ProxyUnderTest.start("""
+            listeners:
+              - { name: main, address: "127.0.0.1:0", http_filters: [rl], routes: [{ match: { prefix: / }, cluster: origin }] }
+            clusters:
+              - { name: origin, endpoints: ["127.0.0.1:{{origin}}"] }
+            plugins:
+              - { name: rl, module: "\(try TestFilters.path("sample-ratelimit"))", vm_id: rl,
+                  configuration: { requests_per_second: 1, burst: 5, key_header: x-client-id } }
+            """, ports: ["origin": upstream.port], workers: 2)
+        let port = proxy.port()
+        // New connections spread over both workers; the bucket is one.
+        var statuses: [Int] = []
+        for _ in 0..<8 { statuses.append(try httpGet(port, "/", headers: [("x-client-id", "alice")]).status) }
+        XCTAssertEqual(statuses.filter { $0 == 200 }.count, 5, "a burst of 5, whichever worker serves: \(statuses)")
+        XCTAssertEqual(Array(statuses.prefix(5)), [200, 200, 200, 200, 200])
+        let limited = try httpGet(port, "/", headers: [("x-client-id", "alice")])
+        XCTAssertEqual(limited.status, 429)
+        XCTAssertEqual(limited.header("retry-after"), "1")
+        XCTAssertEqual(try httpGet(port, "/", headers: [("x-client-id", "bob")]).status, 200, "buckets are per client")
+        usleep(1_100_000)
+        XCTAssertEqual(try httpGet(port, "/", headers: [("x-client-id", "alice")]).status, 200, "a token comes back after a second")
+        await proxy.stop()
+        await upstream.stop()
+    }
 }

@@ -44,6 +44,8 @@ func _proxy_record_metric(_ id: UInt32, _ value: UInt64) -> UInt32
 func _proxy_http_call(_ up: UnsafePointer<UInt8>?, _ upLen: Int, _ h: UnsafePointer<UInt8>?, _ hLen: Int, _ b: UnsafePointer<UInt8>?, _ bLen: Int, _ t: UnsafePointer<UInt8>?, _ tLen: Int, _ timeout: UInt32, _ token: UnsafeMutablePointer<UInt32>) -> UInt32
 @_extern(wasm, module: "env", name: "proxy_set_effective_context") @_extern(c)
 func _proxy_set_effective_context(_ id: UInt32) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_get_current_time_nanoseconds") @_extern(c)
+func _proxy_get_current_time_nanoseconds(_ out: UnsafeMutablePointer<UInt64>) -> UInt32
 
 // MARK: - Public API
 
@@ -185,6 +187,13 @@ public func sendLocalResponse(status: Int, body: String = "", headers: [(String,
     pairs.withUnsafeBufferPointer { p in
         b.withUTF8 { _ = _proxy_send_local_response(UInt32(status), nil, 0, $0.baseAddress, $0.count, p.baseAddress, p.count, -1) }
     }
+}
+
+/// Wall-clock time in nanoseconds since the Unix epoch.
+public func nowNanoseconds() -> UInt64 {
+    var t: UInt64 = 0
+    _ = _proxy_get_current_time_nanoseconds(&t)
+    return t
 }
 
 public func continueRequest() { _ = _proxy_continue_stream(0) }
