@@ -1,3 +1,4 @@
+import Foundation
 import ProxyWasm
 
 /// Prometheus text for plugins: Sluice's own counters per plugin, then every metric the
@@ -14,19 +15,38 @@ func renderPluginMetrics(_ manager: PluginManager) -> String {
     w.family("sluice_plugin_failed_open_streams_total", "counter", "Streams that skipped a failed plugin (fail_open).", per { $0.failedOpenStreams.load })
     w.family("sluice_plugin_streams_total", "counter", "Streams per plugin module version (primary, or the gradual-rollout version).",
              stats.flatMap { s in [([("plugin", s.name), ("version", "primary")], s.primaryStreams.load), ([("plugin", s.name), ("version", "rollout")], s.rolloutStreams.load)] })
+    // Plugin metrics, grouped into families: a name like `requests_total{route="api",class="2xx"}`
+    // is one series of family `<plugin>_requests_total` with those labels (labelled metrics,
+    // which the ABI has no other way to express).
+    var families: [(name: String, type: MetricType, metrics: [(labels: [(String, String)], metric: PluginMetricsRegistry.Metric)])] = []
+    var index: [String: Int] = [:]
     for metric in manager.shared.metrics.all {
-        let name = sanitize("\(metric.plugin)_\(metric.name)")
-        switch metric.type {
-        case .counter:
-            w.family(name, "counter", "Plugin-defined counter \(metric.name).", [([], Int(metric.current))])
-        case .gauge:
-            w.family(name, "gauge", "Plugin-defined gauge \(metric.name).", [([], Int(metric.current))])
+        let (base, labels) = splitLabels(metric.name)
+        let family = sanitize("\(metric.plugin)_\(base)")
+        let key = "\(family)\u{0}\(metric.type.rawValue)"
+        if index[key] == nil {
+            index[key] = families.count
+            families.append((family, metric.type, []))
+        }
+        families[index[key]!].metrics.append((labels, metric))
+    }
+    for family in families {
+        switch family.type {
+        case .counter, .gauge:
+            w.family(family.name, family.type == .counter ? "counter" : "gauge", "Plugin-defined \(family.type == .counter ? "counter" : "gauge").",
+                     family.metrics.map { ($0.labels, Int($0.metric.current)) })
         case .histogram:
-            let h = metric.histogram
-            var samples: [(labels: [(String, String)], value: Int)] = []
-            for (i, bound) in PluginMetricsRegistry.Metric.bucketBounds.enumerated() { samples.append(([("le", String(bound))], Int(h.buckets[i]))) }
-            samples.append(([("le", "+Inf")], Int(h.count)))
-            w.histogram(name, "Plugin-defined histogram \(metric.name).", buckets: samples, sum: Int(h.sum), count: Int(h.count))
+            var buckets: [(labels: [(String, String)], value: Int)] = []
+            var sums: [(labels: [(String, String)], value: Int)] = []
+            var counts: [(labels: [(String, String)], value: Int)] = []
+            for (labels, metric) in family.metrics {
+                let h = metric.histogram
+                for (i, bound) in PluginMetricsRegistry.Metric.bucketBounds.enumerated() { buckets.append((labels + [("le", String(bound))], Int(h.buckets[i]))) }
+                buckets.append((labels + [("le", "+Inf")], Int(h.count)))
+                sums.append((labels, Int(h.sum)))
+                counts.append((labels, Int(h.count)))
+            }
+            w.histogram(family.name, "Plugin-defined histogram.", buckets: buckets, sums: sums, counts: counts)
         }
     }
     return w.text
@@ -40,4 +60,20 @@ func sanitize(_ name: String) -> String {
         out.unicodeScalars.append(ok ? c : "_")
     }
     return out
+}
+
+/// `name{a="1",b="2"}` → ("name", [("a","1"), ("b","2")]); a plain name has no labels.
+func splitLabels(_ name: String) -> (String, [(String, String)]) {
+    guard let open = name.firstIndex(of: "{"), name.hasSuffix("}") else { return (name, []) }
+    let base = String(name[..<open])
+    let body = name[name.index(after: open)..<name.index(before: name.endIndex)]
+    var labels: [(String, String)] = []
+    for part in body.split(separator: ",") {
+        let kv = part.split(separator: "=", maxSplits: 1)
+        guard kv.count == 2 else { continue }
+        var value = String(kv[1]).trimmingCharacters(in: .whitespaces)
+        if value.hasPrefix("\""), value.hasSuffix("\""), value.count >= 2 { value = String(value.dropFirst().dropLast()) }
+        labels.append((sanitize(String(kv[0]).trimmingCharacters(in: .whitespaces)), value))
+    }
+    return (base, labels)
 }

@@ -118,12 +118,17 @@ struct PrometheusWriter {
         }
     }
 
-    mutating func histogram(_ name: String, _ help: String, buckets: [(labels: [(String, String)], value: Int)], sum: Int, count: Int) {
+    mutating func histogram(_ name: String, _ help: String, buckets: [(labels: [(String, String)], value: Int)],
+                            sums: [(labels: [(String, String)], value: Int)], counts: [(labels: [(String, String)], value: Int)]) {
         text += "# HELP \(name) \(help)\n# TYPE \(name) histogram\n"
-        for b in buckets {
-            text += "\(name)_bucket{" + b.labels.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: ",") + "} \(b.value)\n"
+        func line(_ suffix: String, _ s: (labels: [(String, String)], value: Int)) {
+            text += name + suffix
+            if !s.labels.isEmpty { text += "{" + s.labels.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: ",") + "}" }
+            text += " \(s.value)\n"
         }
-        text += "\(name)_sum \(sum)\n\(name)_count \(count)\n"
+        for b in buckets { line("_bucket", b) }
+        for s in sums { line("_sum", s) }
+        for c in counts { line("_count", c) }
     }
 
     private func escape(_ s: String) -> String {

@@ -108,4 +108,34 @@ final class SampleFilterTests: XCTestCase {
         await proxy.stop()
         await upstream.stop()
     }
+
+    func testObservabilityMetricsLogsAndServerTiming() async throws {
+        let upstream = try await TestUpstream.start(name: "origin", group: testGroup)
+        let proxy = try await ProxyUnderTest.start("""
+            listeners:
+              - name: main
+                address: 127.0.0.1:0
+                http_filters: [observability]
+                routes:
+                  - { name: api, match: { prefix: /api/ }, cluster: origin }
+                  - { name: other, match: { prefix: / }, cluster: origin }
+            clusters:
+              - { name: origin, endpoints: ["127.0.0.1:{{origin}}"] }
+            plugins:
+              - { name: observability, module: "\(try TestFilters.path("sample-observability"))" }
+            """, ports: ["origin": upstream.port], workers: 1)
+        let port = proxy.port()
+        let r = try httpGet(port, "/api/a")
+        XCTAssertNotNil(r.header("server-timing")?.wholeMatch(of: /sluice;dur=[0-9]+\.[0-9]/), r.header("server-timing") ?? "none")
+        _ = try httpGet(port, "/api/b")
+        _ = try httpGet(port, "/status/503")
+        let stats = try proxy.stats()
+        XCTAssertTrue(stats.contains("observability_requests_total{route=\"api\",class=\"2xx\"} 2"), stats)
+        XCTAssertTrue(stats.contains("observability_requests_total{route=\"other\",class=\"5xx\"} 1"), stats)
+        XCTAssertTrue(stats.contains("# TYPE observability_request_duration_ms histogram"))
+        XCTAssertTrue(stats.contains("observability_request_duration_ms_count{route=\"api\"} 2"), stats)
+        XCTAssertTrue(stats.contains("observability_request_duration_ms_bucket{route=\"api\",le=\"+Inf\"} 2"), stats)
+        await proxy.stop()
+        await upstream.stop()
+    }
 }
