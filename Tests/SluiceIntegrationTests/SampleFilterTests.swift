@@ -138,4 +138,42 @@ final class SampleFilterTests: XCTestCase {
         await proxy.stop()
         await upstream.stop()
     }
+
+    func testExtAuthzAllowsDeniesAndFailsClosed() async throws {
+        let origin = try await TestUpstream.start(name: "origin", group: testGroup)
+        let authz = try await TestUpstream.start(name: "authz-service", group: testGroup)
+        func start(_ prefix: String, timeout: Int = 500) async throws -> ProxyUnderTest {
+            try await ProxyUnderTest.start("""
+                listeners:
+                  - { name: main, address: "127.0.0.1:0", http_filters: [authz], routes: [{ match: { prefix: / }, cluster: origin }] }
+                clusters:
+                  - { name: origin, endpoints: ["127.0.0.1:{{origin}}"] }
+                  - { name: authz, endpoints: ["127.0.0.1:{{authz}}"] }
+                plugins:
+                  - name: authz
+                    module: "\(try TestFilters.path("sample-ext-authz"))"
+                    configuration: { cluster: authz, path_prefix: "\(prefix)", timeout_ms: \(timeout), forward_headers: [authorization], upstream_headers: [x-upstream] }
+                """, ports: ["origin": origin.port, "authz": authz.port])
+        }
+        var proxy = try await start("/check")
+        var r = try httpGet(proxy.port(), "/doc", headers: [("authorization", "Bearer t")])
+        XCTAssertEqual(r.status, 200)
+        XCTAssertEqual(try echoedHeaders(r)["x-upstream"], "authz-service", "headers from the service's answer are injected")
+        await proxy.stop()
+
+        proxy = try await start("/status/403")
+        r = try httpGet(proxy.port(), "/doc")
+        XCTAssertEqual(r.status, 403)
+        XCTAssertEqual(r.text, "status 403 from authz-service\n", "the service's status and body go to the client")
+        await proxy.stop()
+
+        proxy = try await start("/slow/2000", timeout: 200)
+        r = try httpGet(proxy.port(), "/doc")
+        XCTAssertEqual(r.status, 403, "a timeout fails closed")
+        XCTAssertEqual(r.text, "authorization service unavailable\n")
+        await proxy.stop()
+        XCTAssertEqual(origin.requests.load(ordering: .relaxed), 1, "only the allowed request reached the origin")
+        await origin.stop()
+        await authz.stop()
+    }
 }
