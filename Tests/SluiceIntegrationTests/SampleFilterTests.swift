@@ -176,4 +176,29 @@ final class SampleFilterTests: XCTestCase {
         await origin.stop()
         await authz.stop()
     }
+
+    func testBodyRewriteReplacesRedactsAndFixesLength() async throws {
+        let upstream = try await TestUpstream.start(name: "internal.example", group: testGroup)
+        let proxy = try await ProxyUnderTest.start("""
+            listeners:
+              - { name: main, address: "127.0.0.1:0", http_filters: [rewrite], routes: [{ match: { prefix: / }, cluster: origin }] }
+            clusters:
+              - { name: origin, endpoints: ["127.0.0.1:{{origin}}"] }
+            plugins:
+              - name: rewrite
+                module: "\(try TestFilters.path("sample-body-rewrite"))"
+                configuration: { replace: { "internal.example": "example.com" }, redact: [password], requests: true, responses: true }
+            """, ports: ["origin": upstream.port])
+        let r = try RawHTTPClient(port: proxy.port()).request("POST", "/login", headers: [("content-type", "application/json")],
+                                                             body: #"{"user":"ann","password":"hunter2","n":1}"#)
+        XCTAssertEqual(r.status, 200)
+        // The request body reached the upstream redacted; the echo then passes the response rewrite.
+        XCTAssertTrue(r.text.contains(#"\"password\":\"[redacted]\""#), r.text)
+        XCTAssertFalse(r.text.contains("hunter2"))
+        XCTAssertTrue(r.text.contains(#""upstream":"example.com""#), "response replacement: \(r.text)")
+        XCTAssertEqual(r.header("content-length"), String(r.body.count), "content-length matches the rewritten body")
+        XCTAssertNil(r.header("transfer-encoding"))
+        await proxy.stop()
+        await upstream.stop()
+    }
 }
