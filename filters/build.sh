@@ -36,7 +36,7 @@ newer() { # target sources... : true if target is missing or older than any sour
 build_c() { # name source [-Dflags...]
   local target="$out/$1.wasm" src=$2
   shift 2
-  if newer "$target" "$src" sdk/c/proxy_wasm.h sdk/c/json.h; then
+  if newer "$target" "$src" sdk/c/proxy_wasm.h sdk/c/json.h sdk/c/crypto.h; then
     "$CLANG" --target=wasm32-wasi --sysroot=/usr -isystem /usr/include/wasm32-wasi -O2 -mexec-model=reactor "$@" \
       -nostdlib -Wl,--no-entry -Wl,--strip-all -Wl,--allow-undefined -o "$target" /usr/lib/wasm32-wasi/crt1-reactor.o "$src" \
       -L/usr/lib/wasm32-wasi -lc "$BUILTINS"

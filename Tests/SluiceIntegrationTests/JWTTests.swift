@@ -24,7 +24,12 @@ final class JWTTests: XCTestCase {
         return signed + "." + b64url(hmac(Array(secret.utf8), Array(signed.utf8)))
     }
 
+    /// The Swift and the C build pass the same checks.
     func testHS256VerificationClaimsAndReasons() async throws {
+        for module in ["sample-auth-jwt", "sample-auth-jwt-c"] { try await check(module) }
+    }
+
+    func check(_ module: String) async throws {
         let upstream = try await TestUpstream.start(name: "origin", group: testGroup)
         let proxy = try await ProxyUnderTest.start("""
             listeners:
@@ -33,14 +38,14 @@ final class JWTTests: XCTestCase {
               - { name: origin, endpoints: ["127.0.0.1:{{origin}}"] }
             plugins:
               - name: jwt
-                module: "\(try TestFilters.path("sample-auth-jwt"))"
+                module: "\(try TestFilters.path(module))"
                 configuration: { secret: s3cret, issuer: "https://issuer.test", audience: api, claims_to_headers: { sub: x-jwt-sub, admin: x-jwt-admin }, leeway_seconds: 5 }
             """, ports: ["origin": upstream.port])
         let port = proxy.port()
         let now = Int(Date().timeIntervalSince1970)
         let good = token("{\"sub\":\"ann\",\"iss\":\"https://issuer.test\",\"aud\":[\"web\",\"api\"],\"exp\":\(now + 60),\"admin\":true}")
         var r = try httpGet(port, "/", headers: [("authorization", "Bearer \(good)")])
-        XCTAssertEqual(r.status, 200)
+        XCTAssertEqual(r.status, 200, module)
         let seen = try echoedHeaders(r)
         XCTAssertEqual(seen["x-jwt-sub"], "ann")
         XCTAssertEqual(seen["x-jwt-admin"], "true")
@@ -58,8 +63,8 @@ final class JWTTests: XCTestCase {
         ]
         for (header, reason) in cases {
             r = try httpGet(port, "/", headers: header.map { [("authorization", $0)] } ?? [])
-            XCTAssertEqual(r.status, 401, reason)
-            XCTAssertEqual(r.text, reason + "\n")
+            XCTAssertEqual(r.status, 401, "\(module): \(reason)")
+            XCTAssertEqual(r.text, reason + "\n", module)
             XCTAssertEqual(r.header("www-authenticate"), "Bearer error=\"invalid_token\", error_description=\"\(reason)\"")
         }
         XCTAssertEqual(upstream.requests.load(ordering: .relaxed), 1)
