@@ -380,6 +380,9 @@ public final class PluginVM {
     func forgetCallout(_ token: UInt32) { pendingCallouts.remove(token) }
 
     var effectiveStream: StreamContext? { streams[effectiveContextID] }
+
+    /// Current size of the module's linear memory (it only grows).
+    public var memoryBytes: Int { memory.byteCount }
 }
 
 /// The per-stream state of one VM: its context id, and the stream it acts on.

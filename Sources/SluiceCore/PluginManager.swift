@@ -49,6 +49,8 @@ public final class PluginStats: Sendable {
     /// Streams per module version (primary / rollout), for gradual rollouts.
     public let primaryStreams = Counter()
     public let rolloutStreams = Counter()
+    /// Linear memory of the plugin's VMs (the largest seen on any worker), sampled every 256 streams.
+    public let memoryBytes = Gauge()
     init(name: String) { self.name = name }
 }
 

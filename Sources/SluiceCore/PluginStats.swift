@@ -13,6 +13,7 @@ func renderPluginMetrics(_ manager: PluginManager) -> String {
     w.family("sluice_plugin_reload_failures_total", "counter", "Plugin VMs that failed to start.", per { $0.reloadFailures.load })
     w.family("sluice_plugin_failed_closed_streams_total", "counter", "Streams answered 503 because their plugin failed.", per { $0.failedClosedStreams.load })
     w.family("sluice_plugin_failed_open_streams_total", "counter", "Streams that skipped a failed plugin (fail_open).", per { $0.failedOpenStreams.load })
+    w.family("sluice_plugin_memory_bytes", "gauge", "Linear memory of the plugin's VM (largest worker, sampled every 256 streams).", per { $0.memoryBytes.load })
     w.family("sluice_plugin_streams_total", "counter", "Streams per plugin module version (primary, or the gradual-rollout version).",
              stats.flatMap { s in [([("plugin", s.name), ("version", "primary")], s.primaryStreams.load), ([("plugin", s.name), ("version", "rollout")], s.rolloutStreams.load)] })
     // Plugin metrics, grouped into families: a name like `requests_total{route="api",class="2xx"}`

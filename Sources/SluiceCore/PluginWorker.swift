@@ -58,8 +58,16 @@ final class PluginWorker: PluginServices {
 
     func streamStarted() { activeStreams += 1 }
 
+    private var streamsSinceSample = 0
+
     func streamEnded() {
         activeStreams -= 1
+        streamsSinceSample += 1
+        if streamsSinceSample >= 256, let vm {
+            streamsSinceSample = 0
+            let bytes = vm.memoryBytes
+            if bytes > runtime.stats.memoryBytes.load { runtime.stats.memoryBytes.set(bytes) }
+        }
         if retired && activeStreams == 0 { stop() }
     }
 
