@@ -14,7 +14,8 @@ ROOT = os.path.dirname(HERE)
 # Headers each proxy adds on its own: not part of a filter's behaviour.
 VOLATILE = {"date", "server", "x-request-id", "x-forwarded-for", "x-forwarded-proto", "connection",
             "keep-alive", "transfer-encoding", "content-length", "x-envoy-upstream-service-time",
-            "x-envoy-expected-rq-timeout-ms", "x-envoy-attempt-count", "x-envoy-decorator-operation"}
+            "x-envoy-expected-rq-timeout-ms", "x-envoy-attempt-count", "x-envoy-decorator-operation",
+            "server-timing"}  # carries a measured duration
 
 
 def free_port():
