@@ -1,4 +1,7 @@
 import Foundation
+import Logging
+import SluiceConfig
+import SluiceCore
 import XCTest
 
 /// The binary as operators run it: graceful drain on SIGTERM, refusal to start on bad config,
@@ -139,6 +142,34 @@ final class LifecycleTests: XCTestCase {
             let (status, output) = try runValidate(examples.appendingPathComponent(file).path)
             XCTAssertEqual(status, 0, "\(file): \(output)")
         }
+    }
+
+    /// Every example config starts (with its filters) and answers requests, on free ports and
+    /// with a test upstream in place of the demo one.
+    func testEveryExampleStartsAndServes() async throws {
+        _ = try TestFilters.path("swift-headers")
+        let upstream = try await TestUpstream.start(name: "origin", group: testGroup)
+        let examples = packageRoot.appendingPathComponent("examples")
+        for file in try FileManager.default.contentsOfDirectory(atPath: examples.path).filter({ $0.hasSuffix(".yaml") }).sorted() {
+            var config = try ConfigLoader.load(file: examples.appendingPathComponent(file).path)
+            config.admin.address = HostPort(host: "127.0.0.1", port: 0)
+            config.accessLog.format = .off
+            for i in config.listeners.indices { config.listeners[i].address.port = 0 }
+            for i in config.clusters.indices {
+                config.clusters[i].endpoints = [EndpointConfig(address: HostPort(host: "127.0.0.1", port: upstream.port))]
+                config.clusters[i].healthCheck = nil
+            }
+            var logger = Logger(label: "example")
+            logger.logLevel = .critical
+            let server = SluiceServer(config: config, workers: 1, logger: logger)
+            try await server.start()
+            for listener in config.listeners where listener.proto == .http {
+                let r = try httpGet(server.address(ofListener: listener.name)!.port!, "/api/x")
+                XCTAssertLessThan(r.status, 500, "\(file): \(r.status) \(r.text)")
+            }
+            await server.shutdown(drainTimeout: .seconds(1))
+        }
+        await upstream.stop()
     }
 
     func testAdminEndpoints() async throws {

@@ -144,4 +144,61 @@ static inline pw_status pw_send_response(uint32_t status, const char *body, cons
     return s;
 }
 
+/* ---- shared data, metrics, callouts ---- */
+
+/* Reads a shared value as a NUL-terminated copy (free it); *cas receives its CAS token. */
+static inline char *pw_shared_get(const char *key, uint32_t *cas) {
+    char *value = NULL; size_t len = 0;
+    if (proxy_get_shared_data(key, strlen(key), &value, &len, cas) != PW_OK) return NULL;
+    char *out = malloc(len + 1);
+    if (len) memcpy(out, value, len);
+    out[len] = 0;
+    free(value);
+    return out;
+}
+
+/* Writes a shared value; with a non-zero cas it fails (PW_CAS_MISMATCH) if someone wrote first. */
+static inline pw_status pw_shared_set(const char *key, const char *value, uint32_t cas) {
+    return proxy_set_shared_data(key, strlen(key), value, strlen(value), cas);
+}
+
+static inline uint32_t pw_define_metric(pw_metric type, const char *name) {
+    uint32_t id = 0;
+    proxy_define_metric(type, name, strlen(name), &id);
+    return id;
+}
+
+/* HTTP callouts with a per-call callback, dispatched by the module's proxy_on_http_call_response
+ * (define PW_HTTP_CALL_DISPATCH in one source file to get it). The callback runs with the
+ * calling stream as the effective context; n_headers == 0 means the call failed. */
+typedef void (*pw_http_callback)(uint32_t stream, uint32_t n_headers, size_t body_size);
+#define PW_MAX_CALLOUTS 256
+static struct { uint32_t token, stream; pw_http_callback cb; } pw__callouts[PW_MAX_CALLOUTS];
+
+static inline pw_status pw_http_call(const char *cluster, const char **keys, const char **values, int n,
+                                     const char *body, size_t body_len, uint32_t timeout_ms, uint32_t stream, pw_http_callback cb) {
+    size_t hlen = 0;
+    char *headers = pw_serialize_pairs(keys, values, n, &hlen);
+    uint32_t token = 0;
+    pw_status s = proxy_http_call(cluster, strlen(cluster), headers, hlen, body, body_len, NULL, 0, timeout_ms, &token);
+    free(headers);
+    if (s == PW_OK) {
+        pw__callouts[token % PW_MAX_CALLOUTS].token = token;
+        pw__callouts[token % PW_MAX_CALLOUTS].stream = stream;
+        pw__callouts[token % PW_MAX_CALLOUTS].cb = cb;
+    }
+    return s;
+}
+
+#ifdef PW_HTTP_CALL_DISPATCH
+PW_EXPORT(proxy_on_http_call_response) void pw__on_http_call_response(uint32_t root, uint32_t token, uint32_t nh, uint32_t body, uint32_t nt) {
+    uint32_t slot = token % PW_MAX_CALLOUTS;
+    if (pw__callouts[slot].token != token || !pw__callouts[slot].cb) return;
+    pw_http_callback cb = pw__callouts[slot].cb;
+    pw__callouts[slot].cb = NULL;
+    if (proxy_set_effective_context(pw__callouts[slot].stream) != PW_OK) return;  /* the stream is gone */
+    cb(pw__callouts[slot].stream, nh, body);
+}
+#endif
+
 #endif

@@ -44,6 +44,14 @@ func _proxy_record_metric(_ id: UInt32, _ value: UInt64) -> UInt32
 func _proxy_http_call(_ up: UnsafePointer<UInt8>?, _ upLen: Int, _ h: UnsafePointer<UInt8>?, _ hLen: Int, _ b: UnsafePointer<UInt8>?, _ bLen: Int, _ t: UnsafePointer<UInt8>?, _ tLen: Int, _ timeout: UInt32, _ token: UnsafeMutablePointer<UInt32>) -> UInt32
 @_extern(wasm, module: "env", name: "proxy_set_effective_context") @_extern(c)
 func _proxy_set_effective_context(_ id: UInt32) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_register_shared_queue") @_extern(c)
+func _proxy_register_shared_queue(_ name: UnsafePointer<UInt8>?, _ len: Int, _ id: UnsafeMutablePointer<UInt32>) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_resolve_shared_queue") @_extern(c)
+func _proxy_resolve_shared_queue(_ vm: UnsafePointer<UInt8>?, _ vmLen: Int, _ name: UnsafePointer<UInt8>?, _ len: Int, _ id: UnsafeMutablePointer<UInt32>) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_enqueue_shared_queue") @_extern(c)
+func _proxy_enqueue_shared_queue(_ id: UInt32, _ value: UnsafePointer<UInt8>?, _ len: Int) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_dequeue_shared_queue") @_extern(c)
+func _proxy_dequeue_shared_queue(_ id: UInt32, _ ptr: UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>, _ len: UnsafeMutablePointer<Int>) -> UInt32
 @_extern(wasm, module: "env", name: "proxy_get_current_time_nanoseconds") @_extern(c)
 func _proxy_get_current_time_nanoseconds(_ out: UnsafeMutablePointer<UInt64>) -> UInt32
 
@@ -63,12 +71,14 @@ public func log(_ level: LogLevel, _ message: String) {
 public protocol RootContext: AnyObject {
     func onConfigure(configuration: [UInt8]) -> Bool
     func onTick()
+    func onQueueReady(queueID: UInt32)
     func createHTTPContext(id: UInt32) -> HTTPContext?
 }
 
 extension RootContext {
     public func onConfigure(configuration: [UInt8]) -> Bool { true }
     public func onTick() {}
+    public func onQueueReady(queueID: UInt32) {}
 }
 
 /// One HTTP request/response. Every callback defaults to doing nothing and continuing.
@@ -219,6 +229,35 @@ public enum SharedData {
     }
 }
 
+/// Shared queues: register one (this root context is notified on its worker when items
+/// arrive), or resolve one by name and enqueue to it from any worker.
+public enum Queue {
+    public static func register(_ name: String) -> UInt32? {
+        var n = name
+        var id: UInt32 = 0
+        return n.withUTF8 { _proxy_register_shared_queue($0.baseAddress, $0.count, &id) } == 0 ? id : nil
+    }
+
+    public static func resolve(_ name: String, vmID: String = "") -> UInt32? {
+        var n = name, v = vmID
+        var id: UInt32 = 0
+        let status = v.withUTF8 { vv in n.withUTF8 { _proxy_resolve_shared_queue(vv.baseAddress, vv.count, $0.baseAddress, $0.count, &id) } }
+        return status == 0 ? id : nil
+    }
+
+    @discardableResult
+    public static func enqueue(_ id: UInt32, _ value: [UInt8]) -> Bool {
+        value.withUnsafeBufferPointer { _proxy_enqueue_shared_queue(id, $0.baseAddress, $0.count) } == 0
+    }
+
+    /// The next item, or nil when the queue is empty.
+    public static func dequeue(_ id: UInt32) -> [UInt8]? {
+        var ptr: UnsafeMutablePointer<UInt8>? = nil
+        var len = 0
+        return _proxy_dequeue_shared_queue(id, &ptr, &len) == 0 ? takeBytes(ptr, len) : nil
+    }
+}
+
 /// A metric on the admin /stats, named `<plugin>_<name>`.
 public struct Metric {
     public enum Kind: UInt32 { case counter = 0, gauge, histogram }
@@ -302,6 +341,9 @@ func _onConfigure(_ root: UInt32, _ size: UInt32) -> UInt32 {
 
 @_expose(wasm, "proxy_on_tick") @_cdecl("proxy_on_tick")
 func _onTick(_ root: UInt32) { Runtime.root?.onTick() }
+
+@_expose(wasm, "proxy_on_queue_ready") @_cdecl("proxy_on_queue_ready")
+func _onQueueReady(_ root: UInt32, _ id: UInt32) { Runtime.root?.onQueueReady(queueID: id) }
 
 @_expose(wasm, "proxy_on_request_headers") @_cdecl("proxy_on_request_headers")
 func _onRequestHeaders(_ id: UInt32, _ n: UInt32, _ eos: UInt32) -> UInt32 {
