@@ -165,20 +165,19 @@ public struct Body {
     }
 }
 
-/// A property by path segments, e.g. `property("request", "path")`.
+/// A property by path segments, e.g. `property("request", "path")` (raw bytes, as the host
+/// encodes them: integers are 8-byte little-endian).
 public func property(_ segments: String...) -> [UInt8]? {
-    var path: [UInt8] = []
-    for (i, s) in segments.enumerated() {
-        if i > 0 { path.append(0) }
-        path.append(contentsOf: s.utf8)
-    }
-    var ptr: UnsafeMutablePointer<UInt8>? = nil
-    var len = 0
-    let status = path.withUnsafeBufferPointer { _proxy_get_property($0.baseAddress, $0.count, &ptr, &len) }
-    return status == 0 ? takeBytes(ptr, len) : nil
+    rawProperty(segments).map { takeBytes($0.0, $0.1) }
 }
 
+/// A property as text, e.g. `propertyString("source", "address")`.
 public func propertyString(_ segments: String...) -> String? {
+    rawProperty(segments).map { takeString($0.0, $0.1) }
+}
+
+/// Path segments joined with NUL, as the ABI wants; the host-allocated value on success.
+func rawProperty(_ segments: [String]) -> (UnsafeMutablePointer<UInt8>?, Int)? {
     var path: [UInt8] = []
     for (i, s) in segments.enumerated() {
         if i > 0 { path.append(0) }
@@ -187,7 +186,7 @@ public func propertyString(_ segments: String...) -> String? {
     var ptr: UnsafeMutablePointer<UInt8>? = nil
     var len = 0
     let status = path.withUnsafeBufferPointer { _proxy_get_property($0.baseAddress, $0.count, &ptr, &len) }
-    return status == 0 ? takeString(ptr, len) : nil
+    return status == 0 ? (ptr, len) : nil
 }
 
 /// Answers the client now; the current callback's result becomes "pause".
