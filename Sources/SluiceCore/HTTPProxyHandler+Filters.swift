@@ -96,6 +96,13 @@ extension HTTPProxyHandler: FilterChainSink {
         } else if !requestHeadersHadNoBody {
             head.headers.add(name: "transfer-encoding", value: "chunked")
         }
+        // An upgrade request keeps its hop-by-hop Upgrade/Connection pair (filters never see
+        // connection-level headers, as in Envoy).
+        if let upgrade = original.headers.first(name: "upgrade"),
+           original.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" }) {
+            head.headers.replaceOrAdd(name: "upgrade", value: upgrade)
+            head.headers.replaceOrAdd(name: "connection", value: "upgrade")
+        }
         // Route again: filters may have changed the path, host or headers (and
         // clear_route_cache asks for exactly this); routing is cheap next to a Wasm call.
         let route = listener.router.route(method: head.method, authority: authority, path: head.uri, headers: head.headers)

@@ -612,6 +612,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         exchange.cluster.stats.connectionsActive.decrement()  // the tunnel no longer counts as pooled
         logAndCount(exchange)
         self.exchange = nil
+        // The HTTP stream ends here for the filters (on_log, on_done, on_delete); the tunnel
+        // that follows carries bytes they do not see.
+        endFilters()
         let written = lastResponseEnd ?? context.eventLoop.makeSucceededVoidFuture()
         let listenerStats = listener.stats
         context.eventLoop.execute {
