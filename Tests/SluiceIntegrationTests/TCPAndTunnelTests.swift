@@ -68,63 +68,44 @@ final class TCPAndTunnelTests: XCTestCase {
 
     /// An HTTP/1.1 Upgrade (as WebSocket uses) becomes a byte tunnel after the upstream's 101.
     func testUpgradeBecomesTunnel() async throws {
-        let upgradeServer = try await ServerBootstrap(group: testGroup)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(FakeWebSocketServer()) } }
-            .bind(host: "127.0.0.1", port: 0).get()
-        let proxy = try await ProxyUnderTest.start("""
-            listeners:
-              - { name: main, address: "127.0.0.1:0", routes: [{ match: { prefix: / }, cluster: ws }] }
-            clusters:
-              - { name: ws, endpoints: ["127.0.0.1:{{ws}}"] }
-            """, ports: ["ws": upgradeServer.localAddress!.port!])
-        let port = proxy.port()
-        try await blocking {
-            let client = try RawHTTPClient(port: port)
-            try client.send("GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: x3JJHMbDL1EzLkh9GBhXDw==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-            let r = try client.readResponse().0
-            XCTAssertEqual(r.status, 101)
-            XCTAssertEqual(r.header("upgrade")?.lowercased(), "websocket")
-            XCTAssertEqual(r.header("connection")?.lowercased(), "upgrade")
-            try client.send("frame-1")
-            var got = [UInt8](repeating: 0, count: 64)
-            let n = recv(client.fd, &got, 64, 0)
-            XCTAssertEqual(String(decoding: got[0..<max(0, n)], as: UTF8.self), "echo:frame-1")
-        }
-        await proxy.stop()
-        try await upgradeServer.close()
-    }
-    func testUpgradeThroughAListenerWithAFilter() async throws {
-        let module = try TestFilters.path("swift-headers")
-        let upgradeServer = try await ServerBootstrap(group: testGroup)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(FakeWebSocketServer()) } }
-            .bind(host: "127.0.0.1", port: 0).get()
-        let proxy = try await ProxyUnderTest.start("""
-            listeners:
-              - { name: main, address: "127.0.0.1:0", http_filters: [f], routes: [{ match: { prefix: / }, cluster: ws }] }
-            clusters:
-              - { name: ws, endpoints: ["127.0.0.1:{{ws}}"] }
-            plugins:
-              - { name: f, module: "\(module)" }
-            """, ports: ["ws": upgradeServer.localAddress!.port!])
-        let port = proxy.port()
-        try await blocking {
-            let client = try RawHTTPClient(port: port)
-            try client.send("GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: x3JJHMbDL1EzLkh9GBhXDw==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-            let r = try client.readResponse().0
-            XCTAssertEqual(r.status, 101)
-            XCTAssertEqual(r.header("upgrade")?.lowercased(), "websocket")
-            XCTAssertEqual(r.header("connection")?.lowercased(), "upgrade")
-            try client.send("frame-1")
-            var got = [UInt8](repeating: 0, count: 64)
-            let n = recv(client.fd, &got, 64, 0)
-            XCTAssertEqual(String(decoding: got[0..<max(0, n)], as: UTF8.self), "echo:frame-1")
-        }
-        await proxy.stop()
-        try await upgradeServer.close()
+        try await assertUpgradeTunnels(filters: "", plugins: "")
     }
 
+    /// The same through a listener with a Wasm filter: the filter sees the HTTP exchange, the
+    /// tunnel carries the bytes.
+    func testUpgradeThroughAListenerWithAFilter() async throws {
+        let module = try TestFilters.path("swift-headers")
+        try await assertUpgradeTunnels(filters: ", http_filters: [f]", plugins: "plugins: [{ name: f, module: \"\(module)\" }]")
+    }
+
+    private func assertUpgradeTunnels(filters: String, plugins: String) async throws {
+        let upgradeServer = try await ServerBootstrap(group: testGroup)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(FakeWebSocketServer()) } }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let proxy = try await ProxyUnderTest.start("""
+            listeners:
+              - { name: main, address: "127.0.0.1:0"\(filters), routes: [{ match: { prefix: / }, cluster: ws }] }
+            clusters:
+              - { name: ws, endpoints: ["127.0.0.1:{{ws}}"] }
+            \(plugins)
+            """, ports: ["ws": upgradeServer.localAddress!.port!])
+        let port = proxy.port()
+        try await blocking {
+            let client = try RawHTTPClient(port: port)
+            try client.send("GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: x3JJHMbDL1EzLkh9GBhXDw==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            let r = try client.readResponse().0
+            XCTAssertEqual(r.status, 101)
+            XCTAssertEqual(r.header("upgrade")?.lowercased(), "websocket")
+            XCTAssertEqual(r.header("connection")?.lowercased(), "upgrade")
+            try client.send("frame-1")
+            var got = [UInt8](repeating: 0, count: 64)
+            let n = recv(client.fd, &got, 64, 0)
+            XCTAssertEqual(String(decoding: got[0..<max(0, n)], as: UTF8.self), "echo:frame-1")
+        }
+        await proxy.stop()
+        try await upgradeServer.close()
+    }
 }
 
 /// Answers an upgrade request with 101, then echoes raw bytes prefixed with "echo:".
