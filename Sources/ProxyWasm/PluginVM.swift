@@ -153,7 +153,7 @@ public final class PluginVM {
 
     /// Start-up may be slower than a request callback (a Go runtime initialises its heap):
     /// ten times the callback budget.
-    var startupFuel: UInt64 { (services.map { _ in identity.cpuBudgetMs * 10 } ?? 1000) * fuelPerMs }
+    var startupFuel: UInt64 { identity.cpuBudgetMs * 10 * fuelPerMs }
     var callbackFuel: UInt64 { identity.cpuBudgetMs * fuelPerMs }
     public var fuelPerMs: UInt64 = 50_000
 

@@ -137,7 +137,7 @@ public final class SluiceServer: @unchecked Sendable {
         }
         if !failures.isEmpty {
             // The canary started, a worker's VM did not: treat as a failed load.
-            await retire(Generation(number: 0, runtime: runtime, plugins: plugins), immediately: true)
+            await retire(Generation(number: 0, runtime: runtime, plugins: plugins))
             throw PluginManager.LoadError(plugin: failures[0], description: "plugin '\(failures[0])' failed to start on a worker")
         }
         let number = (previous?.number ?? 0) + 1
@@ -198,7 +198,7 @@ public final class SluiceServer: @unchecked Sendable {
                 self.logger.error("reload: listener change failed: \(error)")
             }
             self.startHealthChecks(generation)
-            await self.retire(old, immediately: false)
+            await self.retire(old)
             self.reloadCount.increment()
             self.lastReload.withLock { $0 = (Date(), []) }
             self.logger.notice("configuration reloaded", metadata: ["generation": "\(generation.number)"])
@@ -215,7 +215,7 @@ public final class SluiceServer: @unchecked Sendable {
 
     /// Retires a replaced generation: its health checks stop, its plugin VMs are freed once
     /// their last stream ends, its idle upstream connections close.
-    private func retire(_ generation: Generation, immediately: Bool) async {
+    private func retire(_ generation: Generation) async {
         for checker in generation.healthCheckers { checker.stop() }
         for worker in generation.runtime.allWorkers {
             try? await worker.eventLoop.submit {
