@@ -15,6 +15,11 @@ extension SluiceConfiguration {
                     if l.proto == .http {
                         w.key("http_filters") { w.array(l.httpFilters) { w.value($0) } }
                         w.field("max_request_headers_kb", l.maxRequestHeadersBytes / 1024)
+                        w.field("request_headers_timeout", format(l.requestHeadersTimeout))
+                        w.field("stream_idle_timeout", format(l.streamIdleTimeout))
+                        w.field("request_timeout", format(l.requestTimeout))
+                        w.field("max_connection_duration", format(l.maxConnectionDuration))
+                        w.field("max_pipelined_requests", l.maxPipelinedRequests)
                         w.key("routes") { w.array(l.routes) { r in dumpRoute(w, r) } }
                     } else {
                         w.field("cluster", l.tcpCluster ?? "")

@@ -159,13 +159,20 @@ struct ConfigDecoder {
     }
 
     func decodeListener(_ node: Node, _ path: String) -> ListenerConfig? {
-        guard let m = reader.mapping(node, path, allowed: ["name", "address", "protocol", "http_filters", "routes", "cluster", "max_request_headers_kb", "idle_timeout"]) else { return nil }
+        guard let m = reader.mapping(node, path, allowed: ["name", "address", "protocol", "http_filters", "routes", "cluster", "max_request_headers_kb", "idle_timeout",
+                                                         "request_headers_timeout", "stream_idle_timeout", "request_timeout",
+                                                         "max_connection_duration", "max_pipelined_requests"]) else { return nil }
         let name = m.string("name", required: true, what: "the listener's name")
         let address = m.hostPort("address", required: true)
         let proto: ListenerProtocol = m.oneOf("protocol", default: .http)
         var listener = ListenerConfig(name: name ?? "", address: address ?? HostPort(host: "0.0.0.0", port: 0), proto: proto)
         listener.maxRequestHeadersBytes = m.int("max_request_headers_kb", range: 1...8192, default: 60) * 1024
         listener.idleTimeout = m.duration("idle_timeout", default: listener.idleTimeout)
+        listener.requestHeadersTimeout = m.duration("request_headers_timeout", default: listener.requestHeadersTimeout)
+        listener.streamIdleTimeout = m.duration("stream_idle_timeout", default: listener.streamIdleTimeout)
+        listener.requestTimeout = m.duration("request_timeout", default: listener.requestTimeout)
+        listener.maxConnectionDuration = m.duration("max_connection_duration", default: listener.maxConnectionDuration)
+        listener.maxPipelinedRequests = m.int("max_pipelined_requests", range: 1...10_000, default: listener.maxPipelinedRequests)
         switch proto {
         case .http:
             listener.httpFilters = m.stringList("http_filters")

@@ -209,7 +209,18 @@ private final class Translator {
     }
 
     func translateHCM(_ hcm: Node, _ path: String, listener: inout ListenerConfig) {
-        check(hcm, path, known: ["stat_prefix", "codec_type", "route_config", "http_filters"])
+        check(hcm, path, known: ["stat_prefix", "codec_type", "route_config", "http_filters", "stream_idle_timeout",
+                                 "request_timeout", "request_headers_timeout", "common_http_protocol_options"])
+        // Timeouts keep Envoy's meaning; where the bootstrap is silent, Sluice's (safer)
+        // defaults stay (docs/HOST-DIFFERENCES.md).
+        if let t = duration(map(hcm, "stream_idle_timeout")) { listener.streamIdleTimeout = t }
+        if let t = duration(map(hcm, "request_timeout")) { listener.requestTimeout = t }
+        if let t = duration(map(hcm, "request_headers_timeout")) { listener.requestHeadersTimeout = t }
+        if let options = map(hcm, "common_http_protocol_options") {
+            check(options, path + ".common_http_protocol_options", known: ["idle_timeout", "max_connection_duration"])
+            if let t = duration(map(options, "idle_timeout")) { listener.idleTimeout = t == .zero ? .seconds(86400 * 365) : t }
+            if let t = duration(map(options, "max_connection_duration")) { listener.maxConnectionDuration = t }
+        }
         let rc = map(hcm, "route_config")
         if let rc { check(rc, path + ".route_config", known: ["name", "virtual_hosts"]) }
         for (v, vhost) in list(rc, "virtual_hosts").enumerated() {

@@ -96,6 +96,22 @@ public struct ListenerConfig: Sendable, Equatable {
     public var maxRequestHeadersBytes: Int
     /// A downstream connection with no request in flight is closed after this long.
     public var idleTimeout: Duration
+    /// From the first byte of a request until its whole header block has arrived; then 408
+    /// and a close (slow-header clients). Zero disables it.
+    public var requestHeadersTimeout: Duration = .seconds(10)
+    /// A request with no bytes moving either way for this long ends: 408 while the request
+    /// is still arriving, 504 while waiting for the upstream, a close once the response has
+    /// started (Envoy's stream_idle_timeout). Zero disables it.
+    public var streamIdleTimeout: Duration = .seconds(60)
+    /// The whole request (head and body) must arrive within this; 408 otherwise (Envoy's
+    /// request_timeout). Zero, the default, disables it.
+    public var requestTimeout: Duration = .zero
+    /// A connection older than this finishes its current request and closes (Envoy's
+    /// max_connection_duration). Zero, the default, disables it.
+    public var maxConnectionDuration: Duration = .zero
+    /// Requests a client may have waiting behind the one being answered; the connection
+    /// closes after answering that many, the rest are not read.
+    public var maxPipelinedRequests: Int = 32
 
     public init(
         name: String, address: HostPort, proto: ListenerProtocol = .http, httpFilters: [String] = [],

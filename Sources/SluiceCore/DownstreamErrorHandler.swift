@@ -12,6 +12,10 @@ final class DownstreamErrorHandler: ChannelDuplexHandler, RemovableChannelHandle
     typealias OutboundOut = HTTPServerResponsePart
 
     private var responseInProgress = false
+    /// A request or response said `Connection: close`: bytes after that request are not a
+    /// request the client may expect an answer to (the decoder calls them an error), so no 400
+    /// either, and no cut before the last response is out.
+    private var closeAnnounced = false
     private let stats: ListenerStats
 
     init(stats: ListenerStats) { self.stats = stats }
@@ -21,10 +25,14 @@ final class DownstreamErrorHandler: ChannelDuplexHandler, RemovableChannelHandle
             context.fireErrorCaught(error)
             return
         }
-        stats.protocolErrors.increment()
+        if closeAnnounced {
+            return  // the proxy closes once its last response is out
+        }
+        let refusal: DownstreamRefusal = parserError == .headerOverflow ? .headersTooLarge : .malformedRequest
+        stats.record(refusal)
         if !responseInProgress {
-            let status: HTTPResponseStatus = parserError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
-            let body = status == .badRequest ? "malformed request\n" : "request headers too large\n"
+            let status = refusal.status
+            let body = refusal.message
             let headers = HTTPHeaders([("connection", "close"), ("content-length", String(body.utf8.count)), ("content-type", "text/plain")])
             stats.responses.record(status: Int(status.code))
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
@@ -35,10 +43,17 @@ final class DownstreamErrorHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
     }
 
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head(let head) = unwrapInboundIn(data), !head.isKeepAlive { closeAnnounced = true }
+        context.fireChannelRead(data)
+    }
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head(let head) where head.status.code < 200 && head.status != .switchingProtocols: break
-        case .head: responseInProgress = true
+        case .head(let head):
+            responseInProgress = true
+            if head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "close" }) { closeAnnounced = true }
         case .body: break
         case .end: responseInProgress = false
         }

@@ -71,7 +71,6 @@ extension HTTPProxyHandler: FilterChainSink {
         chainRoute = route
         let chain = FilterChain(plugins: plugins, data: data, sink: self, eventLoop: context.eventLoop)
         self.chain = chain
-        requestHeadersHadNoBody = !head.headers.contains(name: "transfer-encoding") && (head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0) == 0
         chain.requestHeaders(endOfStream: requestHeadersHadNoBody)
         return true
     }
@@ -87,14 +86,15 @@ extension HTTPProxyHandler: FilterChainSink {
         let authority = map.first(":authority") ?? ""
         head.headers.add(name: "host", value: authority)
         for (name, value) in map.entries where !name.hasPrefix(":") { head.headers.add(name: name, value: value) }
-        // Framing: a Content-Length the filters kept (or set) stands; if they removed it because
-        // they change the body, the body goes chunked.
-        head.headers.remove(name: "content-length")
-        head.headers.remove(name: "transfer-encoding")
-        if let length = map.first("content-length") {
-            head.headers.add(name: "content-length", value: length)
-        } else if !requestHeadersHadNoBody {
-            head.headers.add(name: "transfer-encoding", value: "chunked")
+        // Framing: a valid Content-Length the filters kept (or set) stands; if they removed it
+        // (they change the body) or set something unusable, the body goes chunked. A request
+        // without a body stays without one. startProxying writes the framing headers.
+        if requestHeadersHadNoBody {
+            upstreamFraming = BodyFraming.none
+        } else if let length = map.first("content-length").flatMap(RequestValidation.parseContentLength) {
+            upstreamFraming = .contentLength(length)
+        } else {
+            upstreamFraming = .chunked
         }
         // An upgrade request keeps its hop-by-hop Upgrade/Connection pair (filters never see
         // connection-level headers, as in Envoy).
@@ -130,6 +130,7 @@ extension HTTPProxyHandler: FilterChainSink {
         var head = HTTPResponseHead(version: request.version, status: HTTPResponseStatus(statusCode: status))
         for (name, value) in map.entries where !name.hasPrefix(":") { head.headers.add(name: name, value: value) }
         stripHopByHop(&head.headers)
+        frameDownstreamResponse(&head, method: request.method)
         let requestDone = exchange?.requestComplete ?? requestEndReceived
         if closeAfterResponse || !requestDone { head.headers.replaceOrAdd(name: "connection", value: "close") }
         data.info.responseCode = status

@@ -22,7 +22,7 @@ func stripHopByHop(_ headers: inout HTTPHeaders, keepUpgrade: Bool = false) {
         if lower == "connection" {
             for token in value.split(separator: ",") {
                 let t = token.trimmingCharacters(in: .whitespaces).lowercased()
-                if !t.isEmpty && !(keepUpgrade && t == "upgrade") && t != "close" && t != "keep-alive" { named.append(t) }
+                if !t.isEmpty && !connectionNominationProtected.contains(t) && t != "close" && t != "keep-alive" { named.append(t) }
             }
         }
     }
@@ -99,15 +99,31 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     var context: ChannelHandlerContext!
     var exchange: Exchange?
     private var readPending = false
+    /// From a request head until this handler is done with that stream (response written,
+    /// request body read).
+    private var streamOpen = false
+    /// Parts of a pipelined request delivered while the previous stream was still open.
+    private var deferredParts: [HTTPServerRequestPart] = []
+    /// A response with `Connection: close` went out: nothing more is read or answered.
+    private var closing = false
     /// Requests after the current one are refused: the client asked to close, or we are draining.
     var closeAfterResponse = false
     /// A local answer went out while the request body still arrives: drop the rest of it.
     var discardingBody = false
     private var discardedBytes = 0
     private var draining = false
-    private var idleTimer: Scheduled<Void>?
+    /// One timer per connection for every downstream timeout (idle, stream idle, request,
+    /// connection duration), re-armed only when it fires: a task per request showed in profiles.
+    private var connectionTimer: Scheduled<Void>?
+    private var timerDeadline = NIODeadline.now()
     /// When the connection last became idle; nil while a request is in flight.
     private var idleSince: NIODeadline?
+    /// When the current request's head arrived, and when bytes last moved for it either way.
+    private var streamStart = NIODeadline.now()
+    private var lastActivity = NIODeadline.now()
+    private let connectionStart = NIODeadline.now()
+    /// Told when heads arrive and streams end, so it knows when a head is being read.
+    private let headTimeout: RequestHeadTimeout?
     var clientAddress = "-"
     /// Completes when the latest response's end has been written to the socket.
     var lastResponseEnd: EventLoopFuture<Void>?
@@ -119,11 +135,16 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     var chainRoute: CompiledRoute?
     var requestEndReceived = false
     var responseHeadWritten = false
-    var requestHeadersHadNoBody = false
+    /// How the current request's body is framed (validated; re-applied upstream).
+    var requestFraming: BodyFraming = .none
+    var requestHeadersHadNoBody: Bool { !requestFraming.hasBody }
+    /// How the body goes upstream when filters changed it; nil: as it came.
+    var upstreamFraming: BodyFraming?
     private static let connectionIDs = Atomic<UInt64>(0)
     let connectionID: UInt64
 
-    init(listener: ListenerRuntime, slot: LoopSlot) {
+    init(listener: ListenerRuntime, slot: LoopSlot, headTimeout: RequestHeadTimeout? = nil) {
+        self.headTimeout = headTimeout
         self.listener = listener
         self.worker = slot.worker
         self.slot = slot
@@ -146,7 +167,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
 
     func channelInactive(context: ChannelHandlerContext) {
         listener.stats.connectionsActive.decrement()
-        idleTimer?.cancel()
+        connectionTimer?.cancel()
+        connectionTimer = nil
         if let exchange {
             // The client went away mid-exchange: the upstream connection is in an unknown state.
             if exchange.responseStatus == 0 { exchange.flags = "downstream_reset" }
@@ -167,9 +189,25 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        // The last response said `Connection: close`: whatever the client pipelined after it
+        // is not a request Sluice will answer.
+        if closing { return }
+        // NIO's pipelining handler hands over the next pipelined request from inside the write
+        // that ends the current response, before this handler is done with the current
+        // stream. It waits its turn here, and is replayed when the stream is over.
+        if !deferredParts.isEmpty || (streamOpen && part.isHead) {
+            deferredParts.append(part)
+            return
+        }
+        lastActivity = .now()
+        switch part {
         case .head(let head):
+            streamOpen = true
             idleSince = nil
+            streamStart = lastActivity
+            headTimeout?.headReceived()
+            armStreamTimer()
             requestHead(head)
         case .body(let buffer):
             listener.stats.bytesReceived.increment(by: buffer.readableBytes)
@@ -268,29 +306,28 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             }
         }
         listener.stats.requests.increment()
+        requestFraming = .none
+        upstreamFraming = nil
         requestEndReceived = false
         responseHeadWritten = false
         chain = nil
         streamData = nil
-        if let problem = framingProblem(head) {
-            listener.stats.protocolErrors.increment()
-            closeAfterResponse = true
-            respondLocally(head: head, route: nil, status: problem.status, body: problem.message, flags: "invalid_framing")
+        let request: ValidatedRequest
+        switch RequestValidation.validate(head) {
+        case .success(let valid):
+            request = valid
+        case .failure(let refusal):
+            refuse(head: head, refusal)
             return
         }
+        let head = request.head
+        requestFraming = request.framing
         if !head.isKeepAlive { closeAfterResponse = true }
-        let authority = head.headers.first(name: "host") ?? ""
-        if authority.isEmpty && head.version.minor >= 1 {
-            listener.stats.protocolErrors.increment()
-            closeAfterResponse = true
-            respondLocally(head: head, route: nil, status: .badRequest, body: "missing Host header\n", flags: "invalid_request")
-            return
-        }
-        let route = listener.router.route(method: head.method, authority: authority, path: head.uri, headers: head.headers)
+        let route = listener.router.route(method: head.method, authority: request.authority, path: head.uri, headers: head.headers)
         if !listener.config.httpFilters.isEmpty {
             if startFilters(head: head, route: route) { return }
         }
-        routeAndProxy(head: head, route: route, authority: authority)
+        routeAndProxy(head: head, route: route, authority: request.authority)
     }
 
     /// After the filters (if any): answer directly, or proxy to the route's cluster.
@@ -317,30 +354,6 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         }
     }
 
-    /// Request smuggling defence: refuse any request whose body length two parsers could read
-    /// differently (RFC 9112 §6.3).
-    private func framingProblem(_ head: HTTPRequestHead) -> (status: HTTPResponseStatus, message: String)? {
-        let te = head.headers["transfer-encoding"]
-        let cl = head.headers["content-length"]
-        if !te.isEmpty && !cl.isEmpty {
-            return (.badRequest, "both Content-Length and Transfer-Encoding\n")
-        }
-        if !te.isEmpty {
-            let codings = te.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
-            if codings != ["chunked"] {
-                return (codings.last == "chunked" ? .notImplemented : .badRequest, "unsupported Transfer-Encoding\n")
-            }
-            if head.version.minor == 0 { return (.badRequest, "Transfer-Encoding in HTTP/1.0\n") }
-        }
-        if !cl.isEmpty {
-            let values = Set(cl.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) })
-            if values.count != 1 || values.first.flatMap({ UInt64($0) }) == nil {
-                return (.badRequest, "invalid or conflicting Content-Length\n")
-            }
-        }
-        return nil
-    }
-
     func startProxying(head: HTTPRequestHead, route: CompiledRoute, target: ClusterRoute, cluster: ClusterRuntime, authority: String) {
         var upstreamHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: route.rewrite(path: head.uri))
         var headers = head.headers
@@ -364,6 +377,15 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         if requestID.isEmpty {
             requestID = RequestID.make()
             headers.replaceOrAdd(name: "x-request-id", value: requestID)
+        }
+        // Framing decided here, never inherited: exactly one validated Content-Length, or
+        // chunked, whatever the method (the encoder adds nothing of its own).
+        headers.remove(name: "content-length")
+        headers.remove(name: "transfer-encoding")
+        switch upstreamFraming ?? requestFraming {
+        case .none: break
+        case .contentLength(let length): headers.add(name: "content-length", value: String(length))
+        case .chunked: headers.add(name: "transfer-encoding", value: "chunked")
         }
         upstreamHead.headers = headers
 
@@ -447,7 +469,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     private func attach(_ exchange: Exchange, _ connection: UpstreamConnection) {
         exchange.upstream = connection
         connection.handler.delegate = self
-        connection.channel.write(HTTPClientRequestPart.head(exchange.upstreamHead), promise: nil)
+        var head = exchange.upstreamHead
+        // An HTTP/1.0 request may come without Host; the upstream always gets one.
+        if !head.headers.contains(name: "host") { head.headers.add(name: "host", value: exchange.upstreamAddress) }
+        connection.channel.write(HTTPClientRequestPart.head(head), promise: nil)
         let pending = exchange.pending
         exchange.pending.removeAll()
         for part in pending {
@@ -484,8 +509,14 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
 
     func upstreamRead(_ part: HTTPClientResponsePart) {
         guard let exchange, let connection = exchange.upstream else { return }
+        lastActivity = .now()
         switch part {
         case .head(var head):
+            if let error = Self.responseProblem(head, isUpgrade: exchange.isUpgrade) {
+                exchange.cluster.stats.record(error)
+                fail(exchange, status: .badGateway, body: "upstream protocol error\n", flags: "upstream_protocol_error")
+                return
+            }
             let status = Int(head.status.code)
             let policy = exchange.cluster.config.outlierDetection
             if exchange.cluster.endpoints[connection.endpointIndex].recordResponse(status: status, policy: policy, now: .now()) {
@@ -518,6 +549,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             if exchange.isUpgrade { closeAfterResponse = true }
             stripHopByHop(&head.headers)
             head.version = exchange.head.version
+            frameDownstreamResponse(&head, method: exchange.head.method)
             if let chain {
                 exchange.responseHeadSent = true  // from the upstream's side: no retry any more
                 var map = HeaderMap([(":status", String(head.status.code))])
@@ -567,6 +599,34 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         }
     }
 
+    /// A response head Sluice will not forward: an upgrade nobody asked for, a transfer coding
+    /// it does not decode (forwarding the body as identity would relabel it), or a status
+    /// outside 1xx–5xx. Ambiguous framing (CL with TE, bad lengths) the decoder refuses first.
+    static func responseProblem(_ head: HTTPResponseHead, isUpgrade: Bool) -> UpstreamProtocolError? {
+        let code = head.status.code
+        if code == 101 && !isUpgrade { return .unsolicitedUpgrade }
+        if code < 100 || code > 599 { return .malformedResponse }
+        let te = head.headers["transfer-encoding"]
+        if !te.isEmpty {
+            let codings = te.flatMap { $0.split(separator: ",", omittingEmptySubsequences: false) }.map { $0.trimmingOWS().lowercased() }
+            if codings != ["chunked"] { return .unsupportedTransferCoding }
+        }
+        return nil
+    }
+
+    /// How the response reaches this client: an HTTP/1.0 client cannot take chunked, so a
+    /// response without a length is delimited by closing the connection; one that will stay
+    /// open says so (HTTP/1.0 closes by default).
+    func frameDownstreamResponse(_ head: inout HTTPResponseHead, method: HTTPMethod) {
+        let code = head.status.code
+        let bodyless = method == .HEAD || code == 204 || code == 304 || code < 200
+        if head.version.minor == 0 && head.version.major == 1 {
+            if !bodyless && !head.headers.contains(name: "content-length") { closeAfterResponse = true }
+            if !closeAfterResponse { head.headers.replaceOrAdd(name: "connection", value: "keep-alive") }
+        }
+        if closeAfterResponse { head.headers.replaceOrAdd(name: "connection", value: "close") }
+    }
+
     func upstreamReadComplete() {
         context.flush()
     }
@@ -582,11 +642,16 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             context.close(promise: nil)
             return
         }
-        if exchange.responseStatus == 0 && connection.reused && exchange.replay != nil {
+        if exchange.responseStatus == 0 && connection.reused && exchange.replay != nil && connection.handler.protocolError == nil
+            && exchange.head.method.isIdempotent {
             // A pooled connection the upstream closed while idle: replay on a fresh one.
             rebuildPending(exchange)
             exchange.attempts -= 1
             attempt(exchange)
+            return
+        }
+        if connection.handler.protocolError != nil {
+            fail(exchange, status: .badGateway, body: "upstream protocol error\n", flags: "upstream_protocol_error")
             return
         }
         if retry(exchange, on: .connectFailure) { return }
@@ -695,6 +760,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     /// Between requests: close if asked to, otherwise wait (idle timer) for the next one.
     func afterExchange() {
         if closeAfterResponse && !discardingBody {
+            closing = true
+            deferredParts = []
             // Close only once the last response has been written out, so it is not lost.
             let channel = context.channel
             if let written = lastResponseEnd {
@@ -706,40 +773,144 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         }
         armIdleTimer()
         resumeDownstreamReads()
+        guard !discardingBody else { return }  // the stream's body is still being read
+        streamOpen = false
+        if !deferredParts.isEmpty {
+            let parts = deferredParts
+            deferredParts = []
+            for part in parts { channelRead(context: context, data: NIOAny(part)) }
+        }
     }
 
-    /// Marks the connection idle from now. One timer per connection, re-armed only when it
-    /// fires early (a request came in between), not on every request: scheduling a task per
-    /// request showed up in profiles.
+    /// Marks the connection idle from now and makes sure the connection timer runs.
     private func armIdleTimer() {
         idleSince = .now()
-        guard idleTimer == nil else { return }
-        scheduleIdleCheck(in: listener.config.idleTimeout.timeAmount)
+        headTimeout?.streamEnded()
+        var deadline = idleSince! + listener.config.idleTimeout.timeAmount
+        if listener.config.maxConnectionDuration > .zero && !closeAfterResponse {
+            deadline = min(deadline, connectionStart + listener.config.maxConnectionDuration.timeAmount)
+        }
+        ensureTimer(by: deadline)
     }
 
-    private func scheduleIdleCheck(in delay: TimeAmount) {
-        idleTimer = context.eventLoop.scheduleTask(in: delay) { [weak self] in
+    /// A request started: its deadlines must be checked in time. Re-arms only when the timer
+    /// would fire too late, which in steady keep-alive traffic is never.
+    private func armStreamTimer() {
+        let config = listener.config
+        var first = config.idleTimeout
+        if config.streamIdleTimeout > .zero { first = min(first, config.streamIdleTimeout) }
+        if config.requestTimeout > .zero { first = min(first, config.requestTimeout) }
+        ensureTimer(by: streamStart + first.timeAmount)
+    }
+
+    private func ensureTimer(by deadline: NIODeadline) {
+        if connectionTimer != nil && timerDeadline <= deadline { return }
+        connectionTimer?.cancel()
+        scheduleTimer(in: deadline - .now())
+    }
+
+    private func scheduleTimer(in delay: TimeAmount) {
+        let delay = max(delay, .milliseconds(1))
+        timerDeadline = .now() + delay
+        connectionTimer = context.eventLoop.scheduleTask(in: delay) { [weak self] in
             guard let self else { return }
-            self.idleTimer = nil
-            let timeout = self.listener.config.idleTimeout.timeAmount
-            guard let since = self.idleSince else { return }  // busy: re-armed when idle again
-            let idleFor = NIODeadline.now() - since
-            if idleFor >= timeout {
-                self.context.close(promise: nil)
+            self.connectionTimer = nil
+            self.checkTimeouts()
+        }
+    }
+
+    /// Every downstream deadline, checked when the connection timer fires; the timer is then
+    /// re-armed for the nearest one still ahead.
+    private func checkTimeouts() {
+        guard context.channel.isActive else { return }
+        let config = listener.config
+        let now = NIODeadline.now()
+        var next = config.idleTimeout.timeAmount
+        if config.maxConnectionDuration > .zero && !closeAfterResponse {
+            let left = config.maxConnectionDuration.timeAmount - (now - connectionStart)
+            if left <= .zero {
+                // Like a drain: the request in flight (if any) finishes, then the connection closes.
+                closeAfterResponse = true
+                if idleSince != nil && !discardingBody {
+                    context.close(promise: nil)
+                    return
+                }
             } else {
-                self.scheduleIdleCheck(in: timeout - idleFor)
+                next = min(next, left)
             }
+        }
+        if let since = idleSince {
+            let left = config.idleTimeout.timeAmount - (now - since)
+            if left <= .zero {
+                context.close(promise: nil)
+                return
+            }
+            next = min(next, left)
+        } else {
+            if config.streamIdleTimeout > .zero {
+                let left = config.streamIdleTimeout.timeAmount - (now - lastActivity)
+                if left <= .zero {
+                    streamTimedOut(.streamIdleTimeout)
+                    return
+                }
+                next = min(next, left)
+            }
+            if config.requestTimeout > .zero && !requestEndReceived {
+                let left = config.requestTimeout.timeAmount - (now - streamStart)
+                if left <= .zero {
+                    streamTimedOut(.requestTimeout)
+                    return
+                }
+                next = min(next, left)
+            }
+        }
+        scheduleTimer(in: next)
+    }
+
+    /// A stream ran out of time. Before any response byte: 408 while the request is still
+    /// arriving, 504 while Sluice waits for the upstream; after: the connection is cut. The
+    /// upstream connection, mid-exchange, is closed rather than pooled; the downstream
+    /// connection closes too, since its request stream cannot be trusted to be in step.
+    private func streamTimedOut(_ reason: DownstreamRefusal) {
+        listener.stats.record(reason)
+        closeAfterResponse = true
+        let requestArrived = exchange?.requestComplete ?? requestEndReceived
+        let status: HTTPResponseStatus = requestArrived ? .gatewayTimeout : .requestTimeout
+        if let exchange, !responseHeadWritten {
+            fail(exchange, status: status, body: reason.message, flags: reason.label)
+        } else if let chain, !responseHeadWritten {
+            chain.localReply(status: Int(status.code), body: reason.message, details: reason.label, startingAt: chain.slots.count - 1)
+        } else if let exchange {
+            exchange.flags = reason.label
+            finish(exchange, reusable: false)
+        }
+        // Whatever was written, the connection ends once it is out; a stalled body is not
+        // waited for.
+        discardingBody = false
+        let channel = context.channel
+        if let written = lastResponseEnd {
+            written.whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            channel.close(promise: nil)
         }
     }
 
     // MARK: local responses
 
-    func respondLocally(head: HTTPRequestHead, route: CompiledRoute?, status: HTTPResponseStatus, body: String, flags: String) {
+    /// A request Sluice will not process: counted by reason, answered, and the connection
+    /// closed once the answer is out (the rest of the stream cannot be trusted).
+    func refuse(head: HTTPRequestHead, _ refusal: DownstreamRefusal) {
+        listener.stats.record(refusal)
+        closeAfterResponse = true
+        respondLocally(head: head, route: nil, status: refusal.status, body: refusal.message, flags: refusal.label, closing: true)
+    }
+
+    /// `closing`: the connection ends after this answer, without reading what follows.
+    func respondLocally(head: HTTPRequestHead, route: CompiledRoute?, status: HTTPResponseStatus, body: String, flags: String, closing: Bool = false) {
         let requestID = head.headers.first(name: "x-request-id") ?? RequestID.make()
         // If a body may still be on its way, read and drop it so the connection stays usable;
         // a client waiting on 100-continue will not send it, so close instead.
-        let hasBody = head.headers.contains(name: "transfer-encoding") || (head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0) > 0
-        if hasBody && (head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) || flags == "invalid_framing") {
+        if requestFraming.hasBody && head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) {
             closeAfterResponse = true
         }
         // Until `.end` (which follows at once when there is no body), request bytes are dropped.
@@ -756,7 +927,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
                 route: route?.config.name ?? "-", upstream: "-", requestID: requestID,
                 userAgent: head.headers.first(name: "user-agent") ?? "-", flags: flags))
         }
-        if flags == "invalid_framing" {
+        if closing {
             discardingBody = false
             afterExchange()
         }
@@ -767,12 +938,33 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         if !body.isEmpty { headers.add(name: "content-type", value: "text/plain") }
         headers.add(name: "content-length", value: String(body.utf8.count))
         headers.add(name: "x-request-id", value: requestID)
-        if closeAfterResponse { headers.add(name: "connection", value: "close") }
+        if closeAfterResponse {
+            headers.add(name: "connection", value: "close")
+        } else if version == .http1_0 {
+            headers.add(name: "connection", value: "keep-alive")
+        }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
         if !body.isEmpty {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
         }
         lastResponseEnd = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         listener.stats.bytesSent.increment(by: body.utf8.count)
+    }
+}
+
+extension HTTPServerRequestPart {
+    var isHead: Bool {
+        if case .head = self { return true }
+        return false
+    }
+}
+
+extension HTTPMethod {
+    /// RFC 9110 §9.2.2: a request that may be repeated after a connection failure.
+    var isIdempotent: Bool {
+        switch self {
+        case .GET, .HEAD, .OPTIONS, .TRACE, .PUT, .DELETE: return true
+        default: return false
+        }
     }
 }

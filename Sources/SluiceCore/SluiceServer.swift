@@ -348,8 +348,15 @@ public final class SluiceServer: @unchecked Sendable {
                         try sync.configureHTTPServerPipeline(
                             withPipeliningAssistance: true, withServerUpgrade: upgrade, withErrorHandling: false,
                             withOutboundHeaderValidation: true, withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
+                        try sync.addHandler(PipelineLimit(limit: runtime.config.maxPipelinedRequests, stats: runtime.stats),
+                                            position: .before(try sync.handler(type: HTTPServerPipelineHandler.self)))
+                        var headTimeout: RequestHeadTimeout?
+                        if runtime.config.requestHeadersTimeout > .zero {
+                            headTimeout = RequestHeadTimeout(timeout: runtime.config.requestHeadersTimeout.timeAmount, stats: runtime.stats)
+                            try sync.addHandler(headTimeout!, position: .first)
+                        }
                         try sync.addHandler(DownstreamErrorHandler(stats: runtime.stats))
-                        try sync.addHandler(HTTPProxyHandler(listener: runtime, slot: slot))
+                        try sync.addHandler(HTTPProxyHandler(listener: runtime, slot: slot, headTimeout: headTimeout))
                     }
                 }
             }

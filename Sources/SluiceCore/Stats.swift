@@ -41,7 +41,14 @@ public final class ListenerStats: Sendable {
     public let bytesSent = Counter()
     /// Requests refused before routing: malformed (400), oversized headers (431), smuggling.
     public let protocolErrors = Counter()
+    /// The same refusals (and timeouts that cut a request), by reason.
+    let refusals = DownstreamRefusal.allCases.map { _ in Counter() }
     init(name: String) { self.name = name }
+
+    func record(_ refusal: DownstreamRefusal) {
+        protocolErrors.increment()
+        refusals[refusal.rawValue].increment()
+    }
 }
 
 public final class RouteStats: Sendable {
@@ -70,7 +77,11 @@ public final class ClusterStats: Sendable {
     public let healthChecksPassed = Counter()
     public let healthChecksFailed = Counter()
     public let outlierEjections = Counter()
+    /// Upstream responses refused (502 or a cut) and connections not reused, by reason.
+    let protocolErrors = UpstreamProtocolError.allCases.map { _ in Counter() }
     init(name: String) { self.name = name }
+
+    func record(_ error: UpstreamProtocolError) { protocolErrors[error.rawValue].increment() }
 }
 
 /// All stats of one running configuration, rendered in Prometheus text format at /stats.
@@ -151,6 +162,8 @@ extension StatsRegistry {
         w.family("sluice_listener_requests_total", "counter", "Downstream requests received.", byListener { $0.requests.load })
         w.family("sluice_listener_responses_total", "counter", "Downstream responses by status class.", classes(ls, { [("listener", $0.name)] }, { $0.responses }))
         w.family("sluice_listener_protocol_errors_total", "counter", "Requests refused as malformed, oversized or ambiguous.", byListener { $0.protocolErrors.load })
+        w.family("sluice_listener_refused_total", "counter", "Requests refused or cut by Sluice, by reason.",
+                 ls.flatMap { l in DownstreamRefusal.allCases.map { ([("listener", l.name), ("reason", $0.label)], l.refusals[$0.rawValue].load) } })
         w.family("sluice_listener_bytes_received_total", "counter", "Bytes received from downstream.", byListener { $0.bytesReceived.load })
         w.family("sluice_listener_bytes_sent_total", "counter", "Bytes sent to downstream.", byListener { $0.bytesSent.load })
 
@@ -175,6 +188,8 @@ extension StatsRegistry {
         w.family("sluice_cluster_health_checks_passed_total", "counter", "Active health checks that passed.", byCluster { $0.healthChecksPassed.load })
         w.family("sluice_cluster_health_checks_failed_total", "counter", "Active health checks that failed.", byCluster { $0.healthChecksFailed.load })
         w.family("sluice_cluster_outlier_ejections_total", "counter", "Endpoints ejected by passive outlier detection.", byCluster { $0.outlierEjections.load })
+        w.family("sluice_cluster_protocol_errors_total", "counter", "Upstream responses refused and connections not reused, by reason.",
+                 cs.flatMap { c in UpstreamProtocolError.allCases.map { ([("cluster", c.name), ("reason", $0.label)], c.protocolErrors[$0.rawValue].load) } })
         w.family("sluice_cluster_endpoint_healthy", "gauge", "1 when the endpoint receives traffic (healthy and not ejected).",
                  endpointHealth.map { ([("cluster", $0.cluster), ("endpoint", $0.endpoint)], ($0.healthy && !$0.ejected) ? 1 : 0) })
         return w.text

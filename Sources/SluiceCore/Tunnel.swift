@@ -104,9 +104,11 @@ enum Tunnel {
             try dp.addHandler(down)
             for h in [try dp.handler(type: HTTPProxyHandler.self) as RemovableChannelHandler,
                       try dp.handler(type: DownstreamErrorHandler.self),
-                      try dp.handler(type: HTTPServerPipelineHandler.self)] {
+                      try dp.handler(type: HTTPServerPipelineHandler.self),
+                      try dp.handler(type: PipelineLimit.self)] {
                 _ = dp.removeHandler(h)
             }
+            if let headTimeout = try? dp.handler(type: RequestHeadTimeout.self) { _ = dp.removeHandler(headTimeout) }
             _ = dp.removeHandler(try dp.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self))
             _ = dp.removeHandler(try dp.handler(type: HTTPResponseEncoder.self))
             if let validator = try? dp.handler(type: NIOHTTPResponseHeadersValidator.self) { _ = dp.removeHandler(validator) }

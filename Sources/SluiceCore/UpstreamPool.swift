@@ -32,13 +32,38 @@ final class UpstreamConnection {
     }
 }
 
+/// The upstream side of one connection, with the state of its current exchange. It is the
+/// guard against response desync: a response part that arrives when no request is waiting for
+/// one (bytes after a complete response, an answer nobody asked for) closes the connection
+/// instead of being handed to whichever request uses it next, and a connection goes back to
+/// its pool only after a complete, keep-alive response. A response head that was already in
+/// the read buffer when the request was written (the pool handed the connection to the next
+/// request from inside that read) cannot be the answer to it: that closes the connection too.
 final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, @unchecked Sendable {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
 
+    enum ExchangeState: Equatable {
+        /// No request on the connection (fresh, or pooled).
+        case idle
+        /// A request head was written; no response head yet.
+        case awaitingResponse
+        case receivingResponse(keepAlive: Bool)
+        /// The response ended; the connection may be pooled.
+        case responseComplete(keepAlive: Bool)
+        /// Something arrived that no request asked for, or the stream could not be parsed.
+        case poisoned(UpstreamProtocolError)
+    }
+
     weak var delegate: UpstreamDelegate?
     var onClose: (() -> Void)?
+    private(set) var state: ExchangeState = .idle
+    /// Reads are numbered; a request written while read N was being handled can only be
+    /// answered by bytes from a later read.
+    private var readNumber = 0
+    private var inRead = false
+    private var requestWrittenInRead: Int?
     private var readPending = false
     private(set) var context: ChannelHandlerContext?
     let stats: ClusterStats
@@ -48,14 +73,71 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, @unc
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
+    /// The failure that ended this connection, if it was the upstream's fault.
+    var protocolError: UpstreamProtocolError? {
+        if case .poisoned(let error) = state { return error }
+        return nil
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
-        if case .body(let buffer) = part { stats.bytesReceived.increment(by: buffer.readableBytes) }
+        inRead = true
+        switch (state, part) {
+        case (.awaitingResponse, .head(let head)) where requestWrittenInRead != readNumber:
+            state = .receivingResponse(keepAlive: head.isKeepAlive)
+        case (.receivingResponse, .body(let buffer)):
+            stats.bytesReceived.increment(by: buffer.readableBytes)
+        case (.receivingResponse(let keepAlive), .end):
+            state = .responseComplete(keepAlive: keepAlive)
+        case (.poisoned, _):
+            return
+        default:
+            poison(.unsolicitedResponse, context: context)
+            return
+        }
         delegate?.upstreamRead(part)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        inRead = false
+        readNumber += 1
         delegate?.upstreamReadComplete()
+    }
+
+    /// A request head starts an exchange; the connection must be idle.
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head:
+            if state != .idle {
+                promise?.fail(ChannelError.inappropriateOperationForState)
+                poison(.unsolicitedResponse, context: context)
+                return
+            }
+            state = .awaitingResponse
+            requestWrittenInRead = inRead ? readNumber : nil
+        case .body(.byteBuffer(let buffer)):
+            stats.bytesSent.increment(by: buffer.readableBytes)
+        default:
+            break
+        }
+        context.write(data, promise: promise)
+    }
+
+    /// The pool takes the connection back: only after a complete keep-alive response.
+    func returnToPool() -> Bool {
+        switch state {
+        case .idle: return true
+        case .responseComplete(keepAlive: true):
+            state = .idle
+            return true
+        default: return false
+        }
+    }
+
+    private func poison(_ error: UpstreamProtocolError, context: ChannelHandlerContext) {
+        if protocolError == nil { stats.record(error) }
+        state = .poisoned(error)
+        context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -70,8 +152,14 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, @unc
         context.fireChannelWritabilityChanged()
     }
 
+    /// A parse error (malformed status line, ambiguous framing, bad chunk): the connection
+    /// cannot be resynchronised.
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        context.close(promise: nil)
+        if protocolError == nil && error is HTTPParserError {
+            poison(.malformedResponse, context: context)
+        } else {
+            context.close(promise: nil)
+        }
     }
 
     func read(context: ChannelHandlerContext) {
@@ -89,9 +177,10 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, @unc
         context.read()
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .body(.byteBuffer(let buffer)) = unwrapOutboundIn(data) { stats.bytesSent.increment(by: buffer.readableBytes) }
-        context.write(data, promise: promise)
+    /// The exchange was abandoned mid-way (timeout, client gone, refused response).
+    func abandon() {
+        if case .poisoned = state { return }
+        state = .poisoned(.unsolicitedResponse)
     }
 }
 
@@ -120,7 +209,7 @@ final class EndpointPool: @unchecked Sendable {
     func acquire(endpointIndex: Int, maxConnections: Int, totalOpen: Int) -> EventLoopFuture<UpstreamConnection> {
         while let connection = idle.popLast() {
             connection.idleSince = nil
-            if connection.channel.isActive && !connection.closed {
+            if connection.channel.isActive && !connection.closed && connection.handler.state == .idle {
                 connection.reused = true
                 return eventLoop.makeSucceededFuture(connection)
             }
@@ -141,7 +230,18 @@ final class EndpointPool: @unchecked Sendable {
             .channelOption(.autoRead, value: true)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
+                    // Sluice sets the framing headers of every upstream request itself (see
+                    // BodyFraming); NIO's automatic framing would drop a body it does not
+                    // expect for the method (a chunked GET) and send it unframed.
+                    var encoder = HTTPRequestEncoder.Configuration()
+                    encoder.automaticallySetFramingHeaders = false
+                    // A response head larger than Envoy's default max_response_headers_kb (60)
+                    // is refused (502), not buffered without bound.
+                    var limits = NIOHTTPDecoderLimitConfiguration()
+                    limits.maxHeaderListSize = 60 * 1024
+                    limits.maxHeaderFieldSize = 60 * 1024
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(
+                        leftOverBytesStrategy: .forwardBytes, encoderConfiguration: encoder, decoderLimitConfiguration: limits)
                     try channel.pipeline.syncOperations.addHandler(handler, name: "sluice.upstream")
                 }
             }
@@ -172,12 +272,12 @@ final class EndpointPool: @unchecked Sendable {
         }
     }
 
-    /// Returns a connection whose exchange completed cleanly; it closes after the idle timeout.
+    /// Returns a connection to the pool if its exchange ended cleanly: a fresh connection no
+    /// request used, or a complete keep-alive response. Anything else is closed.
     func release(_ connection: UpstreamConnection) {
         connection.handler.delegate = nil
-        guard connection.channel.isActive, !connection.closed else { return }
-        if retired {
-            connection.channel.close(promise: nil)
+        guard connection.channel.isActive, !connection.closed, !retired, connection.handler.returnToPool() else {
+            discard(connection)
             return
         }
         connection.idleSince = .now()
@@ -206,6 +306,7 @@ final class EndpointPool: @unchecked Sendable {
     /// Closes a connection that cannot be reused (half-read response, timeout, reset).
     func discard(_ connection: UpstreamConnection) {
         connection.handler.delegate = nil
+        connection.handler.abandon()
         connection.channel.close(promise: nil)
     }
 
