@@ -154,8 +154,12 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, @unc
 
     /// A parse error (malformed status line, ambiguous framing, bad chunk): the connection
     /// cannot be resynchronised.
+    /// The decoder's own unsolicited-response check (bytes when no request is outstanding)
+    /// fires before any part reaches channelRead.
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if protocolError == nil && error is HTTPParserError {
+        if protocolError == nil, let decoderError = error as? NIOHTTPDecoderError, decoderError == .unsolicitedResponse {
+            poison(.unsolicitedResponse, context: context)
+        } else if protocolError == nil && error is HTTPParserError {
             poison(.malformedResponse, context: context)
         } else {
             context.close(promise: nil)

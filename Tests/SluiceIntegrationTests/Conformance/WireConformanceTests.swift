@@ -50,6 +50,10 @@ class WireConformanceTests: XCTestCase {
         }
         for f in failures { XCTFail(f) }
         XCTAssertGreaterThanOrEqual(wireCases.count, 150)
+        // Refusals are counted by reason.
+        for reason in ["duplicate_host", "missing_host", "invalid_target", "malformed_request", "connect_refused", "trace_with_body", "unsupported_transfer_coding"] {
+            XCTAssertGreaterThan(try proxy.sample("sluice_listener_refused_total{listener=\"main\",reason=\"\(reason)\"}") ?? 0, 0, reason)
+        }
         print("wire request cases: \(wireCases.count - failures.count) of \(wireCases.count) as expected")
     }
 
@@ -64,6 +68,9 @@ class WireConformanceTests: XCTestCase {
         }
         for f in failures { XCTFail(f) }
         XCTAssertGreaterThanOrEqual(upstreamCases.count, 40)
+        for reason in ["malformed_response", "unsupported_transfer_coding", "unsolicited_upgrade", "unsolicited_response"] {
+            XCTAssertGreaterThan(try proxy.sample("sluice_cluster_protocol_errors_total{cluster=\"raw\",reason=\"\(reason)\"}") ?? 0, 0, reason)
+        }
         print("upstream response cases: \(upstreamCases.count - failures.count) of \(upstreamCases.count) as expected")
     }
 }
