@@ -8,6 +8,9 @@
 #
 #   bench/run.sh                     # defaults: 10 s per target, 32 connections
 #   DURATION=30s CONNECTIONS=64 bench/run.sh
+#   BASELINE=/path/to/old/sluice ROUNDS=5 bench/run.sh
+#       also runs an older Sluice binary on the same config, interleaved with this one
+#       (the order alternates each round), and prints medians and the new/old ratio
 #
 # Both proxies get the same number of workers (WORKERS, default 1) so that wrk and the
 # upstream keep a core between them on a 2-core machine. Results go to bench/out/.
@@ -30,7 +33,9 @@ SLUICE=.build/release/sluice
 out=bench/out; mkdir -p "$out"
 work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 head -c 1024 /dev/zero | tr '\0' 'x' > "$work/1k"
-UP=18081; NGX=18082; SL=18083; ADMIN=18084; SLF=18085; ADMINF=18086
+ROUNDS=${ROUNDS:-1}
+BASELINE=${BASELINE:-}
+UP=18081; NGX=18082; SL=18083; ADMIN=18084; SLF=18085; ADMINF=18086; SLB=18087; ADMINB=18088
 
 cat > "$work/nginx.conf" <<NGINX
 worker_processes $WORKERS;
@@ -78,6 +83,11 @@ plugins:
   - { name: headers, module: "$PWD/filters/build/swift-headers.wasm", configuration: bench }
 YAML
 "$SLUICE" run -c "$work/sluice-filter.yaml" --workers "$WORKERS" --log-level warning &
+if [ -n "$BASELINE" ]; then
+  sed -e "s/$ADMIN/$ADMINB/" -e "s/$SL\"/$SLB\"/" "$work/sluice.yaml" > "$work/sluice-baseline.yaml"
+  "$BASELINE" run -c "$work/sluice-baseline.yaml" --workers "$WORKERS" --log-level warning &
+  for i in $(seq 100); do curl -sf "127.0.0.1:$ADMINB/ready" >/dev/null && break; sleep 0.1; done
+fi
 for i in $(seq 100); do curl -sf "127.0.0.1:$ADMIN/ready" >/dev/null && curl -sf "127.0.0.1:$ADMINF/ready" >/dev/null && curl -sf "127.0.0.1:$UP/" >/dev/null && break; sleep 0.1; done
 
 run() { # name port
@@ -97,6 +107,15 @@ run upstream-direct $UP
 run nginx-proxy $NGX
 run sluice-proxy $SL
 run sluice-wasm-filter $SLF
+if [ -n "$BASELINE" ]; then
+  # Interleaved rounds, order alternating: drift on the machine hits both alike.
+  for r in $(seq "$ROUNDS"); do
+    if [ $((r % 2)) -eq 1 ]; then run sluice-baseline $SLB; run sluice-proxy $SL; else run sluice-proxy $SL; run sluice-baseline $SLB; fi
+  done
+  median() { grep "^$1 " "$out/summary.txt" | awk '{print $2}' | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+  new=$(median sluice-proxy); old=$(median sluice-baseline)
+  awk -v n="$new" -v o="$old" -v r="$ROUNDS" 'BEGIN { printf "this build / baseline (median of %d interleaved rounds each): %.0f / %.0f requests/s = %.3fx\n", r, n, o, n/o }'
+fi
 
 to_us() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) print v+0; else if (v ~ /ms$/) print v*1000; else if (v ~ /s$/) print v*1000000; else print v }'; }
 read -r _ n_rps n_p50 n_p99 < <(grep '^nginx-proxy' "$out/summary.txt")

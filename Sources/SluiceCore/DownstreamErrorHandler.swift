@@ -14,8 +14,10 @@ final class DownstreamErrorHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var responseInProgress = false
     /// A request or response said `Connection: close`: bytes after that request are not a
     /// request the client may expect an answer to (the decoder calls them an error), so no 400
-    /// either, and no cut before the last response is out.
+    /// either, and no cut before the last response is out. An error inside the request itself
+    /// (a bad chunk in its body) is still answered.
     private var closeAnnounced = false
+    private var inRequest = false
     private let stats: ListenerStats
 
     init(stats: ListenerStats) { self.stats = stats }
@@ -25,7 +27,7 @@ final class DownstreamErrorHandler: ChannelDuplexHandler, RemovableChannelHandle
             context.fireErrorCaught(error)
             return
         }
-        if closeAnnounced {
+        if closeAnnounced && !inRequest {
             return  // the proxy closes once its last response is out
         }
         let refusal: DownstreamRefusal = parserError == .headerOverflow ? .headersTooLarge : .malformedRequest
@@ -44,7 +46,15 @@ final class DownstreamErrorHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head(let head) = unwrapInboundIn(data), !head.isKeepAlive { closeAnnounced = true }
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            inRequest = true
+            if !head.isKeepAlive { closeAnnounced = true }
+        case .end:
+            inRequest = false
+        case .body:
+            break
+        }
         context.fireChannelRead(data)
     }
 

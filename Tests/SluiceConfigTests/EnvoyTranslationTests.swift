@@ -83,6 +83,25 @@ final class EnvoyTranslationTests: XCTestCase {
         XCTAssertEqual(api.healthCheck?.unhealthyThreshold, 2)
     }
 
+    func testConnectionManagerTimeoutsKeepEnvoysMeaning() throws {
+        let indent = "\n" + String(repeating: " ", count: 10)
+        let yaml = bootstrap.replacingOccurrences(of: "stat_prefix: ingress", with: ["stat_prefix: ingress", "stream_idle_timeout: 30s",
+            "request_timeout: 20s", "request_headers_timeout: 5s",
+            "common_http_protocol_options: { idle_timeout: 120s, max_connection_duration: 600s }"].joined(separator: indent))
+        let result = try EnvoyTranslation.translate(yaml: yaml, file: "envoy.yaml")
+        let edge = result.config.listeners[0]
+        XCTAssertEqual(edge.streamIdleTimeout, .seconds(30))
+        XCTAssertEqual(edge.requestTimeout, .seconds(20))
+        XCTAssertEqual(edge.requestHeadersTimeout, .seconds(5))
+        XCTAssertEqual(edge.idleTimeout, .seconds(120))
+        XCTAssertEqual(edge.maxConnectionDuration, .seconds(600))
+        XCTAssertFalse(result.unsupported.map(\.keyPath).contains { $0.contains("timeout") || $0.contains("common_http") })
+        // Silent on them: Sluice's safer defaults stay.
+        let plain = try EnvoyTranslation.translate(yaml: bootstrap, file: "envoy.yaml").config.listeners[0]
+        XCTAssertEqual(plain.requestHeadersTimeout, .seconds(10))
+        XCTAssertEqual(plain.streamIdleTimeout, .seconds(60))
+    }
+
     func testUnsupportedFieldsAreReportedByPathAndLine() throws {
         let result = try EnvoyTranslation.translate(yaml: bootstrap, file: "envoy.yaml")
         let paths = result.unsupported.map(\.keyPath)

@@ -31,6 +31,35 @@ final class ValidationTests: XCTestCase {
             endpoints: ["127.0.0.1:9000"]
         """
 
+    func testListenerTimeoutsAndLimits() throws {
+        let config = try ConfigLoader.parse(yaml: """
+            listeners:
+              - name: web
+                address: 127.0.0.1:8080
+                request_headers_timeout: 2s
+                stream_idle_timeout: 15s
+                request_timeout: 30s
+                max_connection_duration: 1h
+                max_pipelined_requests: 8
+                routes: [{ match: { prefix: / }, cluster: backend }]
+            clusters: [{ name: backend, endpoints: ["127.0.0.1:9000"] }]
+            """, file: "ok.yaml")
+        let l = config.listeners[0]
+        XCTAssertEqual(l.requestHeadersTimeout, .seconds(2))
+        XCTAssertEqual(l.streamIdleTimeout, .seconds(15))
+        XCTAssertEqual(l.requestTimeout, .seconds(30))
+        XCTAssertEqual(l.maxConnectionDuration, .seconds(3600))
+        XCTAssertEqual(l.maxPipelinedRequests, 8)
+        assertOne("""
+            listeners:
+              - name: web
+                address: 127.0.0.1:8080
+                max_pipelined_requests: 0
+                routes: [{ match: { prefix: / }, cluster: backend }]
+            clusters: [{ name: backend, endpoints: ["127.0.0.1:9000"] }]
+            """, line: 4, column: 29, path: "listeners[0].max_pipelined_requests", contains: "1")
+    }
+
     func test01_unknownTopLevelKeyWithSuggestion() {
         assertOne("""
             listener:

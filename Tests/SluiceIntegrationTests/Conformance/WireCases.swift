@@ -599,6 +599,22 @@ private let expectAndSizeCases: [WireCase] = [
              "POST /x HTTP/1.1\r\nHost: t\r\nX-Big: \(big17k)\r\nContent-Length: 5\r\n\r\nhello", 431),
 ]
 
+// MARK: - A close announced, then an error
+
+/// A request that says `Connection: close` and then breaks its own body is still refused
+/// with 400 (the error is in the request, not in bytes after it); bytes after a complete
+/// close request are ignored without a 400.
+private let closeAndErrorCases: [WireCase] = [
+    .refused("Connection: close with a bad chunk size in its own body",
+             "POST /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
+    .refused("Connection: close with junk after its chunk data",
+             "POST /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n"),
+    .forwarded("Connection: close, then garbage", "GET /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n\u{1}\u{2}garbage\r\n\r\n",
+               [Seen(method: "GET", target: "/a")], closes: true),
+    .forwarded("HTTP/1.0 without keep-alive, then a second request", "GET /a HTTP/1.0\r\nHost: t\r\n\r\nGET /b HTTP/1.0\r\nHost: t\r\n\r\n",
+               [Seen(method: "GET", target: "/a")], closes: true),
+]
+
 // MARK: - All cases
 
 let wireCases: [WireCase] = [
@@ -614,4 +630,5 @@ let wireCases: [WireCase] = [
     http10Cases,
     targetFormCases,
     expectAndSizeCases,
+    closeAndErrorCases,
 ].flatMap { $0 }
