@@ -63,7 +63,9 @@ final class DownstreamErrorHandler: ChannelDuplexHandler, RemovableChannelHandle
         case .head(let head) where head.status.code < 200 && head.status != .switchingProtocols: break
         case .head(let head):
             responseInProgress = true
-            if head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "close" }) { closeAnnounced = true }
+            // Sluice sends `connection` on a response only to say close (or keep-alive to an
+            // HTTP/1.0 client); most responses carry none, so this is one scan.
+            if head.headers.contains(name: "connection") && !head.isKeepAlive { closeAnnounced = true }
         case .body: break
         case .end: responseInProgress = false
         }

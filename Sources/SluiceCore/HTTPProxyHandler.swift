@@ -124,6 +124,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     private let connectionStart = NIODeadline.now()
     /// Told when heads arrive and streams end, so it knows when a head is being read.
     private let headTimeout: RequestHeadTimeout?
+    /// Shared with PipelineLimit: streams finished here, and the last request it lets through.
+    private let pipeline: PipelineCounters
+    private var requestsStarted = 0
     var clientAddress = "-"
     /// Completes when the latest response's end has been written to the socket.
     var lastResponseEnd: EventLoopFuture<Void>?
@@ -143,8 +146,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     private static let connectionIDs = Atomic<UInt64>(0)
     let connectionID: UInt64
 
-    init(listener: ListenerRuntime, slot: LoopSlot, headTimeout: RequestHeadTimeout? = nil) {
+    init(listener: ListenerRuntime, slot: LoopSlot, headTimeout: RequestHeadTimeout? = nil, pipeline: PipelineCounters = PipelineCounters()) {
         self.headTimeout = headTimeout
+        self.pipeline = pipeline
         self.listener = listener
         self.worker = slot.worker
         self.slot = slot
@@ -200,10 +204,12 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             deferredParts.append(part)
             return
         }
-        lastActivity = .now()
+        if !part.isEnd { lastActivity = .now() }
         switch part {
         case .head(let head):
             streamOpen = true
+            requestsStarted += 1
+            if requestsStarted == pipeline.lastRequest { closeAfterResponse = true }
             idleSince = nil
             streamStart = lastActivity
             headTimeout?.headReceived()
@@ -509,7 +515,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
 
     func upstreamRead(_ part: HTTPClientResponsePart) {
         guard let exchange, let connection = exchange.upstream else { return }
-        lastActivity = .now()
+        if case .end = part {} else { lastActivity = .now() }
         switch part {
         case .head(var head):
             if let error = Self.responseProblem(head, isUpgrade: exchange.isUpgrade) {
@@ -759,9 +765,15 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
 
     /// Between requests: close if asked to, otherwise wait (idle timer) for the next one.
     func afterExchange() {
+        // The pipelining cap was reached after the last allowed request had started.
+        if let last = pipeline.lastRequest, requestsStarted >= last { closeAfterResponse = true }
         if closeAfterResponse && !discardingBody {
             closing = true
             deferredParts = []
+            if streamOpen {
+                streamOpen = false
+                pipeline.finished += 1
+            }
             // Close only once the last response has been written out, so it is not lost.
             let channel = context.channel
             if let written = lastResponseEnd {
@@ -774,7 +786,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         armIdleTimer()
         resumeDownstreamReads()
         guard !discardingBody else { return }  // the stream's body is still being read
-        streamOpen = false
+        if streamOpen {
+            streamOpen = false
+            pipeline.finished += 1
+        }
         if !deferredParts.isEmpty {
             let parts = deferredParts
             deferredParts = []
@@ -955,6 +970,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
 extension HTTPServerRequestPart {
     var isHead: Bool {
         if case .head = self { return true }
+        return false
+    }
+
+    var isEnd: Bool {
+        if case .end = self { return true }
         return false
     }
 }

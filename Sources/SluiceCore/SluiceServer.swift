@@ -348,7 +348,8 @@ public final class SluiceServer: @unchecked Sendable {
                         try sync.configureHTTPServerPipeline(
                             withPipeliningAssistance: true, withServerUpgrade: upgrade, withErrorHandling: false,
                             withOutboundHeaderValidation: true, withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
-                        try sync.addHandler(PipelineLimit(limit: runtime.config.maxPipelinedRequests, stats: runtime.stats),
+                        let pipelineCounters = PipelineCounters()
+                        try sync.addHandler(PipelineLimit(limit: runtime.config.maxPipelinedRequests, stats: runtime.stats, counters: pipelineCounters),
                                             position: .before(try sync.handler(type: HTTPServerPipelineHandler.self)))
                         var headTimeout: RequestHeadTimeout?
                         if runtime.config.requestHeadersTimeout > .zero {
@@ -356,7 +357,7 @@ public final class SluiceServer: @unchecked Sendable {
                             try sync.addHandler(headTimeout!, position: .first)
                         }
                         try sync.addHandler(DownstreamErrorHandler(stats: runtime.stats))
-                        try sync.addHandler(HTTPProxyHandler(listener: runtime, slot: slot, headTimeout: headTimeout))
+                        try sync.addHandler(HTTPProxyHandler(listener: runtime, slot: slot, headTimeout: headTimeout, pipeline: pipelineCounters))
                     }
                 }
             }

@@ -8,11 +8,9 @@ import NIOHTTP1
 ///
 /// One lazy timer per connection, re-armed only when it fires: scheduling a task per request
 /// showed up in profiles.
-final class RequestHeadTimeout: ChannelDuplexHandler, RemovableChannelHandler {
+final class RequestHeadTimeout: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
 
     private let timeout: TimeAmount
     private let stats: ListenerStats
@@ -70,67 +68,53 @@ final class RequestHeadTimeout: ChannelDuplexHandler, RemovableChannelHandler {
         stats.responses.record(status: 408)
         let body = DownstreamRefusal.requestHeadersTimeout.message
         let response = "HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: \(body.utf8.count)\r\nconnection: close\r\n\r\n\(body)"
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: response))).whenComplete { _ in
+        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: response))).whenComplete { _ in
             context.close(promise: nil)
         }
     }
 }
 
+/// The per-connection request counts PipelineLimit and the proxy handler share (both on the
+/// connection's event loop).
+final class PipelineCounters {
+    /// Streams the proxy handler has finished (response out, request read).
+    var finished = 0
+    /// Set once the limit is hit: the number of the last request that will be answered.
+    var lastRequest: Int?
+}
+
 /// Between the request decoder and NIO's pipelining handler (which queues pipelined requests
 /// until their turn): counts requests decoded but not yet answered. The request that reaches
-/// `max_pipelined_requests` waiting is the connection's last: its response says
-/// `Connection: close`, nothing after it is read, and the connection closes once it is out.
-final class PipelineLimit: ChannelDuplexHandler, RemovableChannelHandler {
+/// `max_pipelined_requests` waiting is the connection's last: the proxy answers it with
+/// `Connection: close` and closes; nothing after it is read. Inbound only, so responses do
+/// not pass through it.
+final class PipelineLimit: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
 
     private let limit: Int
     private let stats: ListenerStats
+    let counters: PipelineCounters
     private var requests = 0
-    private var responses = 0
-    /// Set once the limit is hit: the number of the last request that will be answered.
-    private var lastRequest: Int?
 
-    init(limit: Int, stats: ListenerStats) {
+    init(limit: Int, stats: ListenerStats, counters: PipelineCounters) {
         self.limit = limit
         self.stats = stats
+        self.counters = counters
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if lastRequest != nil { return }  // past the limit: nothing more is read
+        if counters.lastRequest != nil { return }  // past the limit: nothing more is read
         if case .head = unwrapInboundIn(data) {
             requests += 1
-            if requests - responses > limit {
-                lastRequest = requests - 1
+            if requests - counters.finished > limit {
+                let last = requests - 1
+                counters.lastRequest = last
                 stats.record(.pipelineLimit)
-                if responses == lastRequest { context.close(promise: nil) }
+                if counters.finished >= last { context.close(promise: nil) }
                 return
             }
         }
         context.fireChannelRead(data)
-    }
-
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        switch unwrapOutboundIn(data) {
-        case .head(var head) where head.status.code >= 200 || head.status == .switchingProtocols:
-            if let last = lastRequest, responses + 1 == last {
-                head.headers.replaceOrAdd(name: "connection", value: "close")
-                context.write(wrapOutboundOut(.head(head)), promise: promise)
-                return
-            }
-        case .end:
-            responses += 1
-            if let last = lastRequest, responses >= last {
-                let written = context.writeAndFlush(data)
-                written.cascade(to: promise)
-                written.whenComplete { _ in context.close(promise: nil) }
-                return
-            }
-        default:
-            break
-        }
-        context.write(data, promise: promise)
     }
 }

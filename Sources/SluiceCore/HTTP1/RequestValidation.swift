@@ -113,22 +113,22 @@ enum RequestValidation {
     static func validate(_ head: HTTPRequestHead) -> Result<ValidatedRequest, DownstreamRefusal> {
         var head = head
         if head.method == .CONNECT { return .failure(.connectMethod) }
+        let fields = FramingFields(head.headers)
 
         let framing: BodyFraming
-        switch bodyFraming(head) {
+        switch bodyFraming(fields, version: head.version) {
         case .success(let f): framing = f
         case .failure(let refusal): return .failure(refusal)
         }
         if head.method == .TRACE && framing.hasBody { return .failure(.traceWithBody) }
 
-        let hosts = head.headers["host"]
-        if hosts.count > 1 { return .failure(.duplicateHost) }
+        if fields.hostCount > 1 { return .failure(.duplicateHost) }
         // RFC 9112 §3.2: an HTTP/1.1 request without Host is refused, even in absolute form.
-        if hosts.isEmpty && head.version.minor >= 1 { return .failure(.missingHost) }
-        var authority = hosts.first?.trimmingOWS() ?? ""
+        if fields.hostCount == 0 && head.version.minor >= 1 { return .failure(.missingHost) }
+        var authority = fields.host.map { $0.trimmingOWS() } ?? ""
         if !authority.isEmpty {
             guard isValidAuthority(authority) else { return .failure(.invalidTarget) }
-            head.headers.replaceOrAdd(name: "host", value: authority)
+            if authority != fields.host { head.headers.replaceOrAdd(name: "host", value: authority) }
         }
 
         // The request target: origin-form, absolute-form (routed on its authority, which then
@@ -136,8 +136,8 @@ enum RequestValidation {
         let uri = head.uri
         // A fragment is never part of a request target (RFC 9112 §3.2); refusing it keeps
         // routing and the upstream from reading two different paths.
-        if uri.contains("#") { return .failure(.invalidTarget) }
-        if uri.hasPrefix("/") {
+        if uri.utf8.contains(UInt8(ascii: "#")) { return .failure(.invalidTarget) }
+        if uri.utf8.first == UInt8(ascii: "/") {
             // origin-form
         } else if uri == "*" {
             guard head.method == .OPTIONS else { return .failure(.invalidTarget) }
@@ -157,39 +157,53 @@ enum RequestValidation {
     /// Userinfo, spaces, commas and slashes are refused: each would let two readers disagree
     /// about which host was meant.
     static func isValidAuthority(_ authority: String) -> Bool {
-        var host = Substring(authority)
-        var port: Substring = ""
-        if host.hasPrefix("[") {
-            guard let close = host.firstIndex(of: "]") else { return false }
-            let literal = host[host.index(after: host.startIndex)..<close]
-            guard !literal.isEmpty, literal.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }) else { return false }
-            let rest = host[host.index(after: close)...]
-            if !rest.isEmpty {
-                guard rest.hasPrefix(":") else { return false }
-                port = rest.dropFirst()
+        let bytes = authority.utf8
+        guard let first = bytes.first else { return false }
+        var hostEnd = bytes.endIndex
+        var portStart = bytes.endIndex
+        if first == UInt8(ascii: "[") {
+            guard let close = bytes.firstIndex(of: UInt8(ascii: "]")) else { return false }
+            let literal = bytes[bytes.index(after: bytes.startIndex)..<close]
+            guard !literal.isEmpty, literal.allSatisfy({ hexOrColonOrDot[Int($0)] }) else { return false }
+            let afterClose = bytes.index(after: close)
+            if afterClose != bytes.endIndex {
+                guard bytes[afterClose] == UInt8(ascii: ":") else { return false }
+                portStart = bytes.index(after: afterClose)
             }
-            host = ""
-        } else if let colon = host.lastIndex(of: ":") {
-            port = host[host.index(after: colon)...]
-            host = host[..<colon]
-            guard !host.isEmpty else { return false }
+        } else {
+            if let colon = bytes.lastIndex(of: UInt8(ascii: ":")) {
+                hostEnd = colon
+                portStart = bytes.index(after: colon)
+                guard colon != bytes.startIndex else { return false }
+            }
+            guard bytes[..<hostEnd].allSatisfy({ regNameByte[Int($0)] }) else { return false }
         }
-        guard port.utf8.count <= 5, port.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return false }
-        return host.utf8.allSatisfy { c in
-            (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57)
-                || c == 45 || c == 46 || c == 95 || c == 126 || c == 37 || c == 33 || c == 36 || c == 38
-                || c == 39 || c == 40 || c == 41 || c == 42 || c == 43 || c == 59 || c == 61
-        }
+        let port = bytes[portStart...]
+        return port.count <= 5 && port.allSatisfy { $0 >= 48 && $0 <= 57 }
     }
+
+    /// reg-name bytes of RFC 3986 (unreserved, '%' of pct-encoding, and the sub-delims that
+    /// are harmless in a host), as a lookup table: this runs on every request.
+    private static let regNameByte: [Bool] = {
+        var table = [Bool](repeating: false, count: 256)
+        for b in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+;=".utf8 { table[Int(b)] = true }
+        return table
+    }()
+
+    private static let hexOrColonOrDot: [Bool] = {
+        var table = [Bool](repeating: false, count: 256)
+        for b in "0123456789abcdefABCDEF:.".utf8 { table[Int(b)] = true }
+        return table
+    }()
 
     /// RFC 9112 §6.1–6.3: Transfer-Encoding, if present, must be exactly `chunked` (any case)
     /// on HTTP/1.1 with no Content-Length; Content-Length must be one plain decimal number.
-    static func bodyFraming(_ head: HTTPRequestHead) -> Result<BodyFraming, DownstreamRefusal> {
-        let te = head.headers["transfer-encoding"]
-        let cl = head.headers["content-length"]
+    static func bodyFraming(_ fields: FramingFields, version: HTTPVersion) -> Result<BodyFraming, DownstreamRefusal> {
+        let te = fields.transferEncoding
+        let cl = fields.contentLength
         if !te.isEmpty {
             if !cl.isEmpty { return .failure(.contentLengthWithTransferEncoding) }
-            if head.version.minor == 0 { return .failure(.transferEncodingInHTTP10) }
+            if version.minor == 0 { return .failure(.transferEncodingInHTTP10) }
             let codings = te.flatMap { $0.split(separator: ",", omittingEmptySubsequences: false) }.map { $0.trimmingOWS().lowercased() }
             if codings == ["chunked"] { return .success(.chunked) }
             // A list that ends in chunked carries a coding Sluice does not decode: 501, as
@@ -202,6 +216,31 @@ enum RequestValidation {
         guard !cl.isEmpty else { return .success(.none) }
         guard cl.count == 1, let length = parseContentLength(cl[0]) else { return .failure(.invalidContentLength) }
         return .success(.contentLength(length))
+    }
+
+    /// Host, Content-Length and Transfer-Encoding gathered in one pass over the headers (this
+    /// runs for every request; nothing is allocated unless the fields are there).
+    struct FramingFields {
+        var hostCount = 0
+        var host: String?
+        var contentLength: [String] = []
+        var transferEncoding: [String] = []
+
+        init(_ headers: HTTPHeaders) {
+            for (name, value) in headers {
+                switch name.utf8.count {
+                case 4 where name.isASCIICaseInsensitive("host"):
+                    hostCount += 1
+                    if host == nil { host = value }
+                case 14 where name.isASCIICaseInsensitive("content-length"):
+                    contentLength.append(value)
+                case 17 where name.isASCIICaseInsensitive("transfer-encoding"):
+                    transferEncoding.append(value)
+                default:
+                    break
+                }
+            }
+        }
     }
 
     /// One run of 1 to 18 ASCII digits (no sign, no list, no spaces inside): anything longer
@@ -241,6 +280,13 @@ struct AbsoluteTarget {
 }
 
 extension StringProtocol {
+    /// Equal to `lowercase`, an ASCII lower-case literal of letters and '-', ignoring case.
+    func isASCIICaseInsensitive(_ lowercase: StaticString) -> Bool {
+        let other = UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
+        guard utf8.count == other.count else { return false }
+        return zip(utf8, other).allSatisfy { $0 == $1 || ($0 >= 65 && $0 <= 90 && $0 + 32 == $1) }
+    }
+
     /// Trims optional whitespace (SP and HTAB, RFC 9110 §5.6.3) without Foundation.
     func trimmingOWS() -> String {
         var s = Substring(self)
