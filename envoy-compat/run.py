@@ -176,6 +176,7 @@ def main():
         config = (template.replace("@ADMIN_PORT@", str(admin)).replace("@LISTEN_PORT@", str(listen))
                   .replace("@UPSTREAM_PORT@", str(origin.server_address[1])).replace("@PLUGIN@", case["name"].replace("-", "_"))
                   .replace("@CONFIGURATION@", case["configuration"])
+                  .replace("@ALLOW@", "true" if case.get("allow_on_headers_stop_iteration", True) else "false")
                   .replace("@MODULE@", os.path.join(ROOT, "filters", "build", case["module"] + ".wasm")))
         path = os.path.join(HERE, "out", case["name"] + ".envoy.yaml")
         open(path, "w").write(config)

@@ -55,8 +55,8 @@ public enum MetricType: UInt32, Sendable {
 /// What a headers callback asked for (Envoy's FilterHeadersStatus, as cpp-host maps it).
 public enum HeadersAction: Sendable, Equatable {
     case `continue`
-    /// Headers are held; body callbacks still reach this filter (Envoy's
-    /// allow_on_headers_stop_iteration, on by default in Sluice).
+    /// Headers are held; body callbacks still reach this filter (only with Envoy's
+    /// allow_on_headers_stop_iteration: true; by default StopIteration becomes stopAll).
     case stopIteration
     /// Headers and everything after them are held from this filter until it resumes.
     case stopAll

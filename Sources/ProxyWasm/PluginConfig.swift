@@ -10,8 +10,14 @@ public struct PluginIdentity: Sendable {
     public var cpuBudgetMs: UInt64
     /// Whether http_call may target any `host:port`, not only configured clusters.
     public var allowAnyHTTPCallTarget: Bool
+    /// Envoy's `allow_on_headers_stop_iteration`: when false (Envoy's default), StopIteration
+    /// from a headers callback holds the whole stream at this filter (no body callbacks
+    /// until it resumes), which is what filters that pause for an authorization answer rely
+    /// on; when true, body callbacks keep arriving while the headers are held.
+    public var allowOnHeadersStopIteration: Bool
 
-    public init(name: String, rootID: String = "", vmID: String = "", vmConfiguration: [UInt8] = [], pluginConfiguration: [UInt8] = [], environment: [(String, String)] = [], cpuBudgetMs: UInt64 = 100, allowAnyHTTPCallTarget: Bool = false) {
+    public init(name: String, rootID: String = "", vmID: String = "", vmConfiguration: [UInt8] = [], pluginConfiguration: [UInt8] = [], environment: [(String, String)] = [], cpuBudgetMs: UInt64 = 100, allowAnyHTTPCallTarget: Bool = false, allowOnHeadersStopIteration: Bool = false) {
+        self.allowOnHeadersStopIteration = allowOnHeadersStopIteration
         self.name = name
         self.rootID = rootID
         self.vmID = vmID

@@ -320,7 +320,7 @@ public final class PluginVM {
 
     private func headersAction(_ raw: UInt64?, _ id: UInt32) -> HeadersAction {
         if streams[id]?.localResponseSent == true { return .stopAll }
-        return HeadersAction(raw: raw ?? 0, stopIterationHoldsAll: false)
+        return HeadersAction(raw: raw ?? 0, stopIterationHoldsAll: !identity.allowOnHeadersStopIteration)
     }
 
     private func dataAction(_ raw: UInt64?, _ id: UInt32) -> DataAction {

@@ -291,12 +291,6 @@ private final class Translator {
             return nil
         }
         check(config, path, known: ["name", "root_id", "vm_config", "configuration", "fail_open", "failure_policy", "allow_on_headers_stop_iteration"])
-        if let allow = str(config, "allow_on_headers_stop_iteration"), allow != "true" {
-            // Sluice always delivers body callbacks to a filter holding headers.
-            let (l, c) = mark(map(config, "allow_on_headers_stop_iteration"))
-            unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: path + ".allow_on_headers_stop_iteration",
-                                                message: "not supported by Sluice: StopIteration on headers always lets body callbacks through (as with true)"))
-        }
         let name = str(config, "name") ?? "wasm_\(plugins.count)"
         let vm = map(config, "vm_config")
         if let vm { check(vm, path + ".vm_config", known: ["vm_id", "runtime", "code", "configuration", "environment_variables"]) }
@@ -325,6 +319,7 @@ private final class Translator {
         case "FAIL_RELOAD": plugin.failurePolicy = .reload
         default: plugin.failurePolicy = str(config, "fail_open") == "true" ? .failOpen : .failClosed
         }
+        plugin.allowOnHeadersStopIteration = str(config, "allow_on_headers_stop_iteration") == "true"
         return plugin
     }
 

@@ -354,6 +354,9 @@ public struct PluginConfig: Sendable, Equatable {
     public var maxMemoryBytes: Int
     /// Body bytes a filter may hold while paused before the request gets 413 (response: 500).
     public var bufferLimitBytes: Int
+    /// Envoy's allow_on_headers_stop_iteration (default false, as in Envoy 1.35+): whether a
+    /// filter that returns StopIteration from a headers callback still gets body callbacks.
+    public var allowOnHeadersStopIteration = false
     /// VM configuration (proxy_on_vm_start); same encoding rules as `configuration`.
     public var vmConfiguration: String
     /// Gradual rollout: a second module version taking `rolloutWeight` percent of streams.

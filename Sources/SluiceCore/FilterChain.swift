@@ -20,8 +20,9 @@ protocol FilterChainSink: AnyObject {
 
 /// Drives one HTTP stream through a listener's Proxy-Wasm filters with Envoy's semantics:
 /// request events flow through the filters in order, response events in reverse. A filter
-/// can hold headers (its body callbacks still run: Envoy's allow_on_headers_stop_iteration),
-/// hold everything after the headers (StopAll), buffer the body, hold trailers, answer
+/// can hold headers (StopIteration: by default everything after them is held too, as in
+/// Envoy; with allow_on_headers_stop_iteration its body callbacks still run), hold
+/// everything after the headers (StopAll), buffer the body, hold trailers, answer
 /// locally, and resume later (continue_stream, possibly from an http_call response).
 /// Every resume and local answer runs after the callback that asked for it, never inside.
 final class FilterChain {

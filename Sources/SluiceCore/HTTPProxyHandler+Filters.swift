@@ -126,7 +126,9 @@ extension HTTPProxyHandler: FilterChainSink {
 
     func chainResponseHeaders(endOfStream: Bool) {
         guard let data = streamData, let map = data.responseHeaders, let request = chainHead else { return }
-        let status = Int(map.first(":status") ?? "") ?? 500
+        // The hostcalls accept only final statuses; a map that still holds something else
+        // (it cannot, but this is where the value takes effect) is answered as 500.
+        let status = map.first(":status").flatMap(PluginVM.validFinalStatus) ?? 500
         var head = HTTPResponseHead(version: request.version, status: HTTPResponseStatus(statusCode: status))
         for (name, value) in map.entries where !name.hasPrefix(":") { head.headers.add(name: name, value: value) }
         stripHopByHop(&head.headers)

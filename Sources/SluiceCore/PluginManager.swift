@@ -34,7 +34,8 @@ final class PluginRuntime: Sendable {
             pluginConfiguration: Array((configurationOverride ?? config.configuration).utf8),
             environment: config.environment.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
             cpuBudgetMs: UInt64(max(1, config.cpuBudget.milliseconds.rounded())),
-            allowAnyHTTPCallTarget: config.httpCallAnyHost)
+            allowAnyHTTPCallTarget: config.httpCallAnyHost,
+            allowOnHeadersStopIteration: config.allowOnHeadersStopIteration)
     }
 }
 

@@ -177,7 +177,50 @@ final class SampleFilterTests: XCTestCase {
         await authz.stop()
     }
 
-    func testBodyRewriteReplacesRedactsAndFixesLength() async throws {
+    /// The ext-authz bypass: a filter that pauses request headers while it asks a service
+    /// must hold the body too. Under Envoy's default (StopIteration holds the whole stream) and
+    /// with allow_on_headers_stop_iteration (the sample holds its body callbacks itself).
+    func testExtAuthzHoldsARequestBodyUntilTheAnswerUnderBothPauseSemantics() async throws {
+        for allow in [false, true] {
+            let origin = try await TestUpstream.start(name: "origin", group: testGroup)
+            let authz = try await TestUpstream.start(name: "authz-service", group: testGroup)
+            func start(_ prefix: String) async throws -> ProxyUnderTest {
+                try await ProxyUnderTest.start("""
+                    listeners:
+                      - { name: main, address: "127.0.0.1:0", http_filters: [authz], routes: [{ match: { prefix: / }, cluster: origin }] }
+                    clusters:
+                      - { name: origin, endpoints: ["127.0.0.1:{{origin}}"] }
+                      - { name: authz, endpoints: ["127.0.0.1:{{authz}}"] }
+                    plugins:
+                      - name: authz
+                        module: "\(try TestFilters.path("sample-ext-authz"))"
+                        allow_on_headers_stop_iteration: \(allow)
+                        configuration: { cluster: authz, path_prefix: "\(prefix)", timeout_ms: 3000 }
+                    """, ports: ["origin": origin.port, "authz": authz.port])
+            }
+            // Allowed after 400 ms: nothing reaches the origin before the answer.
+            var proxy = try await start("/slow/400")
+            let port = proxy.port()
+            let pending = Task { try await blocking { try RawHTTPClient(port: port).request("POST", "/doc", body: "the body") } }
+            try await Task.sleep(for: .milliseconds(250))
+            XCTAssertEqual(origin.requests.load(ordering: .relaxed), 0, "allow_on_headers_stop_iteration \(allow): the request went upstream before the answer")
+            let allowed = try await pending.value
+            XCTAssertEqual(allowed.status, 200)
+            XCTAssertTrue(allowed.text.contains(#""body":"the body""#), allowed.text)
+            await proxy.stop()
+            // Denied: the origin never sees it.
+            proxy = try await start("/status/403")
+            let denied = try RawHTTPClient(port: proxy.port()).request("POST", "/doc", body: "the body")
+            XCTAssertEqual(denied.status, 403)
+            XCTAssertEqual(origin.requests.load(ordering: .relaxed), 1, "allow_on_headers_stop_iteration \(allow): a denied request reached the origin")
+            await proxy.stop()
+            await origin.stop()
+            await authz.stop()
+        }
+    }
+
+    func testBodyRewriteReplacesAndRedactsUnderEitherPauseSemantics() async throws {
+        for allow in [false, true] {
         let upstream = try await TestUpstream.start(name: "internal.example", group: testGroup)
         let proxy = try await ProxyUnderTest.start("""
             listeners:
@@ -187,6 +230,7 @@ final class SampleFilterTests: XCTestCase {
             plugins:
               - name: rewrite
                 module: "\(try TestFilters.path("sample-body-rewrite"))"
+                allow_on_headers_stop_iteration: \(allow)
                 configuration: { replace: { "internal.example": "example.com" }, redact: [password], requests: true, responses: true }
             """, ports: ["origin": upstream.port])
         let r = try RawHTTPClient(port: proxy.port()).request("POST", "/login", headers: [("content-type", "application/json")],
@@ -196,9 +240,10 @@ final class SampleFilterTests: XCTestCase {
         XCTAssertTrue(r.text.contains(#"\"password\":\"[redacted]\""#), r.text)
         XCTAssertFalse(r.text.contains("hunter2"))
         XCTAssertTrue(r.text.contains(#""upstream":"example.com""#), "response replacement: \(r.text)")
-        XCTAssertEqual(r.header("content-length"), String(r.body.count), "content-length matches the rewritten body")
-        XCTAssertNil(r.header("transfer-encoding"))
+        XCTAssertNil(r.header("content-length"), "the original length is gone; the rewritten body is chunked")
+        XCTAssertEqual(r.header("transfer-encoding"), "chunked")
         await proxy.stop()
         await upstream.stop()
+        }
     }
 }

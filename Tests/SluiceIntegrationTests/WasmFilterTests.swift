@@ -117,8 +117,32 @@ extension WasmFilterTests {
         await p.stop()
     }
 
+    /// Statuses a filter sets are validated where they take effect: `:status` and local
+    /// replies take a final status (200-599) or get BadArgument; nothing crashes or wedges.
+    func testStatusValuesFromAFilterAreValidated() async throws {
+        let p = try await proxy(filters: [("c", "")])
+        let port = p.port()
+        for value in ["-1", "0", "99", "100", "101", "600", "4294967295", "abc", "20", "2000", " 200"] {
+            let r = try get(port, "set-status=\(value)")
+            XCTAssertEqual(r.status, 200, ":status \(value) is refused; the upstream's status stands")
+            XCTAssertEqual(r.header("x-set-status-result"), "2", ":status \(value): BadArgument")
+        }
+        let changed = try get(port, "set-status=503")
+        XCTAssertEqual(changed.status, 503)
+        XCTAssertEqual(changed.header("x-set-status-result"), "0")
+        for value in ["-1", "0", "99", "100", "101", "600", "4294967295"] {
+            let r = try get(port, "local-status=\(value)")
+            XCTAssertEqual(r.status, 200, "local reply \(value) refused; the request went on")
+            XCTAssertEqual(try upstreamHeaders(r)["x-local-result"], "2", "local reply \(value): BadArgument")
+        }
+        XCTAssertEqual(try get(port, "local-status=418").status, 418)
+        XCTAssertEqual(try get(port, "none").status, 200, "the host still serves")
+        await p.stop()
+    }
+
+    /// With allow_on_headers_stop_iteration: a filter holding the headers reads the body.
     func testBodiesPauseBufferAndRewrite() async throws {
-        let p = try await proxy(filters: [("c", "buffer_limit_kb: 4")])
+        let p = try await proxy(filters: [("c", "buffer_limit_kb: 4, allow_on_headers_stop_iteration: true")])
         let port = p.port()
         let up = try await blocking { try RawHTTPClient(port: port).request("POST", "/echo", headers: [("x-test", "upper-body")], body: "hello body, all of it") }
         XCTAssertEqual(up.status, 200)

@@ -89,15 +89,26 @@ extension PluginVM {
     }
 
     /// Names must be tokens (or known pseudo-headers) and values free of CR, LF and NUL, so
-    /// a filter can never split a response or inject a header on the wire.
+    /// a filter can never split a response or inject a header on the wire. `:status` must be
+    /// a final status of three digits, 200–599: a 1xx or 101 would leave the client waiting
+    /// for a response that never comes, and anything else is not a status at all.
     static func validHeader(_ name: String, _ value: String) -> Bool {
         guard !name.isEmpty else { return false }
         if name.utf8.first == UInt8(ascii: ":") {
-            guard [":method", ":path", ":authority", ":scheme", ":status"].contains(name.lowercased()) else { return false }
+            let lower = name.lowercased()
+            guard [":method", ":path", ":authority", ":scheme", ":status"].contains(lower) else { return false }
+            if lower == ":status" { return validFinalStatus(value) != nil }
         } else {
             guard name.utf8.allSatisfy({ tokenByte[Int($0)] }) else { return false }
         }
         return !value.utf8.contains { $0 == 0 || $0 == 10 || $0 == 13 }
+    }
+
+    /// The status a `:status` value names, if it is a final status Sluice can send.
+    public static func validFinalStatus(_ value: String) -> Int? {
+        guard value.utf8.count == 3, value.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let status = Int(value),
+              (200...599).contains(status) else { return nil }
+        return status
     }
 
     /// RFC 9110 token characters, as a lookup table (this runs on every header a filter sets).

@@ -25,7 +25,9 @@ extension PluginVM {
         guard let detailsText = string(details.0, details.1), let bodyBytes = bytes(body.0, body.1) else { return .invalidMemoryAccess }
         guard let parsed = memory.withBytes(headers.0, headers.1, { Pairs.parse($0) }) else { return .invalidMemoryAccess }
         guard let extra = parsed, extra.allSatisfy({ PluginVM.validHeader($0.0, $0.1) && !$0.0.hasPrefix(":") }) else { return .badArgument }
-        guard (100...599).contains(status) else { return .badArgument }
+        // A final status only: 1xx (and 101) would leave the client waiting, 0 and
+        // 4294967295 are not statuses.
+        guard (200...599).contains(status) else { return .badArgument }
         guard let stream = effectiveStream, let actions = stream.actions else { return .notFound }
         let result = actions.sendLocalResponse(status: Int(status), details: detailsText, body: bodyBytes, headers: extra,
                                                grpcStatus: (0...16).contains(grpcStatus) ? grpcStatus : nil)

@@ -93,6 +93,16 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
     pw_add_header(PW_REQUEST_HEADERS, "x-c-filter", "seen");
     pw_add_header(PW_REQUEST_HEADERS, "x-c-config", configuration);
 
+    if (strncmp(mode(ctx), "local-status=", 13) == 0) {
+        /* A local response with whatever status the test names (-1, 0, 100, 4294967295...):
+           the host answers BadArgument for anything but 200-599 and the request goes on,
+           carrying the result so the test can see it. */
+        uint32_t status = (uint32_t)strtoll(mode(ctx) + 13, NULL, 10);
+        pw_status s = proxy_send_local_response(status, "", 0, "local\n", 6, NULL, 0, -1);
+        char b[16]; snprintf(b, sizeof b, "%d", s);
+        if (s != PW_OK) pw_add_header(PW_REQUEST_HEADERS, "x-local-result", b);
+        return PW_CONTINUE;
+    }
     if (is(ctx, "local")) {
         const char *k[] = {"x-denied"}, *v[] = {"yes"};
         pw_send_response(403, "denied by c\n", k, v, 1);
@@ -328,6 +338,12 @@ PW_EXPORT(proxy_on_response_headers) uint32_t on_response_headers(uint32_t ctx, 
     pw_add_header(PW_RESPONSE_HEADERS, "x-c-saw-status", status ? status : "?");
     free(status);
     if (is(ctx, "append-response")) pw_remove_header(PW_RESPONSE_HEADERS, "content-length");
+    if (strncmp(mode(ctx), "set-status=", 11) == 0) {
+        /* Sets :status to the raw text the test names; the result code goes to the client. */
+        pw_status s = pw_replace_header(PW_RESPONSE_HEADERS, ":status", mode(ctx) + 11);
+        char b[16]; snprintf(b, sizeof b, "%d", s);
+        pw_add_header(PW_RESPONSE_HEADERS, "x-set-status-result", b);
+    }
     return PW_CONTINUE;
 }
 

@@ -47,10 +47,15 @@ final class BodyRewriteStream: HTTPContext {
         return (json || type.hasPrefix("text/"), json)
     }
 
+    /// The headers go on at once, without their Content-Length (the body will change), and
+    /// the body is held until its end. Pausing the headers instead would work only with
+    /// `allow_on_headers_stop_iteration: true`: by default (Envoy's and Sluice's) a paused
+    /// filter gets no body callbacks until it resumes, so it would wait forever.
     func onRequestHeaders(endOfStream: Bool) -> Action {
         guard root.requests, !endOfStream else { return .continue }
         (rewriteRequest, requestIsJSON) = Self.textual(Headers.request["content-type"])
-        return rewriteRequest ? .pause : .continue
+        if rewriteRequest { Headers.request.remove("content-length") }
+        return .continue
     }
 
     func onRequestBody(size: Int, endOfStream: Bool) -> Action {
@@ -58,14 +63,14 @@ final class BodyRewriteStream: HTTPContext {
         if !endOfStream { return .pause }
         let body = root.rewrite(Body.request.bytes, json: requestIsJSON)
         Body.request.replace(with: body)
-        Headers.request.set("content-length", String(body.count))
         return .continue
     }
 
     func onResponseHeaders(endOfStream: Bool) -> Action {
         guard root.responses, !endOfStream else { return .continue }
         (rewriteResponse, responseIsJSON) = Self.textual(Headers.response["content-type"])
-        return rewriteResponse ? .pause : .continue
+        if rewriteResponse { Headers.response.remove("content-length") }
+        return .continue
     }
 
     func onResponseBody(size: Int, endOfStream: Bool) -> Action {
@@ -73,7 +78,6 @@ final class BodyRewriteStream: HTTPContext {
         if !endOfStream { return .pause }
         let body = root.rewrite(Body.response.bytes, json: responseIsJSON)
         Body.response.replace(with: body)
-        Headers.response.set("content-length", String(body.count))
         return .continue
     }
 }

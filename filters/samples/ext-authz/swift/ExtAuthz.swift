@@ -31,7 +31,13 @@ final class ExtAuthzRoot: RootContext {
 
 final class ExtAuthzStream: HTTPContext {
     let root: ExtAuthzRoot
+    /// Set once the service said yes. Until then the body is held too: with Envoy's
+    /// `allow_on_headers_stop_iteration: true` body callbacks arrive while the headers are
+    /// paused, and returning Continue from them would let the request through unauthorized.
+    var authorized = false
     init(root: ExtAuthzRoot) { self.root = root }
+
+    func onRequestBody(size: Int, endOfStream: Bool) -> Action { authorized ? .continue : .pause }
 
     func onRequestHeaders(endOfStream: Bool) -> Action {
         var forwarded: [(String, String)] = []
@@ -46,6 +52,7 @@ final class ExtAuthzStream: HTTPContext {
                 return
             }
             if (200..<300).contains(response.status) {
+                self.authorized = true
                 for name in upstreamHeaders {
                     if let value = response.headers.first(where: { $0.0 == name })?.1 { Headers.request.set(name, value) }
                 }
