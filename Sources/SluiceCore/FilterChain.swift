@@ -39,6 +39,8 @@ final class FilterChain {
         var headersPassed = false
         var holdAll = false
         var queued: [Event] = []
+        /// Body bytes in `queued`: held like a buffered body, under the same limit.
+        var queuedBytes = 0
         var pending: [UInt8] = []
         var buffering = false
         var endReceived = false
@@ -129,7 +131,13 @@ final class FilterChain {
             return
         }
         if progress(dir, i).holdAll {
-            update(dir, i) { $0.queued.append(event) }
+            var size = 0
+            if case .data(let bytes, _) = event { size = bytes.count }
+            update(dir, i) {
+                $0.queued.append(event)
+                $0.queuedBytes += size
+            }
+            if progress(dir, i).queuedBytes > slot.plugin.runtime.config.bufferLimitBytes { bufferLimitExceeded(dir, i) }
             return
         }
         guard let id = context(for: slot) else { return }
@@ -165,13 +173,7 @@ final class FilterChain {
                 deliver(dir, .data(out, endOfStream: eos), at: next(dir, i))
             case .stopAndBuffer:
                 update(dir, i) { $0.pending = out; $0.buffering = true }
-                if out.count > slot.plugin.runtime.config.bufferLimitBytes {
-                    if dir == .request {
-                        localReply(status: 413, body: "request body too large for the filters' buffer\n", details: "request_payload_too_large", startingAt: i)
-                    } else {
-                        localReply(status: 500, body: "response body too large for the filters' buffer\n", details: "response_payload_too_large", startingAt: i - 1)
-                    }
-                }
+                if out.count > slot.plugin.runtime.config.bufferLimitBytes { bufferLimitExceeded(dir, i) }
             }
         case .trailers(let t):
             update(dir, i) { $0.endReceived = true }
@@ -186,6 +188,17 @@ final class FilterChain {
             } else {
                 update(dir, i) { $0.heldTrailers = edited }
             }
+        }
+    }
+
+    /// A filter holds more body than its `buffer_limit_kb`: 413 for a request, 500 for a
+    /// response (Envoy's answers), and the held data is dropped.
+    private func bufferLimitExceeded(_ dir: Direction, _ i: Int) {
+        update(dir, i) { $0.queued = []; $0.queuedBytes = 0; $0.pending = [] }
+        if dir == .request {
+            localReply(status: 413, body: "request body too large for the filters' buffer\n", details: "request_payload_too_large", startingAt: i)
+        } else {
+            localReply(status: 500, body: "response body too large for the filters' buffer\n", details: "response_payload_too_large", startingAt: i - 1)
         }
     }
 
@@ -214,7 +227,7 @@ final class FilterChain {
         guard i < slots.count, !stopped(dir) else { return }
         let p = progress(dir, i)
         if p.holdAll {
-            update(dir, i) { $0.holdAll = false; $0.queued = [] }
+            update(dir, i) { $0.holdAll = false; $0.queued = []; $0.queuedBytes = 0 }
             passHeaders(dir, i, endOfStream: p.endReceived && p.queued.isEmpty)
             // The filter sees the body it held back, as after Envoy's continueDecoding.
             for event in p.queued { deliver(dir, event, at: i) }

@@ -133,7 +133,10 @@ extension HTTPProxyHandler: FilterChainSink {
         for (name, value) in map.entries where !name.hasPrefix(":") { head.headers.add(name: name, value: value) }
         stripHopByHop(&head.headers)
         frameDownstreamResponse(&head, method: request.method)
-        let requestDone = exchange?.requestComplete ?? requestEndReceived
+        // Whether the client has sent its whole request (not whether it went upstream: a
+        // filter may hold or drop it), which decides between keeping the connection and
+        // reading the rest of the body away.
+        let requestDone = requestEndReceived
         if closeAfterResponse || !requestDone { head.headers.replaceOrAdd(name: "connection", value: "close") }
         data.info.responseCode = status
         data.info.finalResponseHeaders = map
@@ -162,7 +165,7 @@ extension HTTPProxyHandler: FilterChainSink {
     /// The response (proxied or local) has fully passed the filters.
     private func completeResponse(trailers: HTTPHeaders?) {
         lastResponseEnd = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
-        let requestDone = exchange?.requestComplete ?? requestEndReceived
+        let requestDone = requestEndReceived
         if !requestDone { discardRestOfRequest() }
         if let exchange {
             finish(exchange, reusable: exchange.requestSent)

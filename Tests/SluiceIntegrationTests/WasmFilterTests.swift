@@ -140,6 +140,49 @@ extension WasmFilterTests {
         await p.stop()
     }
 
+    /// A filter holding the whole stream (StopIteration on headers, Envoy's default) is held to
+    /// its buffer limit: 413, not 100 MB buffered.
+    func testAHeldStreamIsBoundedByTheBufferLimit() async throws {
+        let p = try await proxy(filters: [("c", "buffer_limit_kb: 64")])
+        let port = p.port()
+        let rssBefore = residentBytes()
+        let (status, sent) = try await blocking { () -> (Int, Int) in
+            let client = try RawHTTPClient(port: port, timeout: 10)
+            let total = 100 << 20
+            try client.send("POST /echo HTTP/1.1\r\nHost: t\r\nx-test: upper-body\r\nContent-Length: \(total)\r\n\r\n")
+            let chunk = [UInt8](repeating: UInt8(ascii: "a"), count: 64 << 10)
+            var sent = 0
+            while sent < total, !client.hasDataToRead() {
+                guard (try? client.send(chunk)) != nil else { break }
+                sent += chunk.count
+            }
+            return ((try? client.readResponse().0.status) ?? 0, sent)
+        }
+        XCTAssertEqual(status, 413)
+        XCTAssertLessThan(sent, 100 << 20, "the connection was cut, not read to the end")
+        let growth = residentBytes() - rssBefore
+        XCTAssertLessThan(growth, (64 << 10) + (8 << 20), "RSS grew by \(growth) bytes")
+        await p.stop()
+    }
+
+    /// A local answer from a body callback on a routed stream, then the next request on the
+    /// same connection: answered, not swallowed.
+    func testALocalReplyFromABodyCallbackLeavesTheConnectionUsable() async throws {
+        let p = try await proxy(filters: [("c", "")])
+        let port = p.port()
+        let (first, second) = try await blocking { () -> (RawHTTPClient.Response, RawHTTPClient.Response) in
+            let client = try RawHTTPClient(port: port, timeout: 5)
+            let first = try client.request("POST", "/echo", headers: [("x-test", "body-local")], body: "abc")
+            let second = try client.request("GET", "/next")
+            return (first, second)
+        }
+        XCTAssertEqual(first.text, "saw 3 body bytes\n")
+        XCTAssertNil(first.header("connection"), "the whole request was read: the connection stays open")
+        XCTAssertEqual(second.status, 200)
+        XCTAssertTrue(second.text.contains("\"path\":\"/next\""), second.text)
+        await p.stop()
+    }
+
     /// With allow_on_headers_stop_iteration: a filter holding the headers reads the body.
     func testBodiesPauseBufferAndRewrite() async throws {
         let p = try await proxy(filters: [("c", "buffer_limit_kb: 4, allow_on_headers_stop_iteration: true")])
@@ -355,4 +398,11 @@ extension WasmFilterTests {
             XCTAssertTrue("\(error)".contains("no known Proxy-Wasm ABI version"), "\(error)")
         }
     }
+}
+
+/// Resident set size of this process, from /proc.
+func residentBytes() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let fields = text.split(separator: " ")
+    return (fields.count > 1 ? Int(fields[1]) ?? 0 : 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
 }

@@ -55,6 +55,13 @@ final class RawHTTPClient: @unchecked Sendable {  // used from one thread at a t
         }
     }
 
+    /// True when the peer has sent something (or closed) that has not been read yet.
+    func hasDataToRead() -> Bool {
+        if !buffer.isEmpty { return true }
+        var byte: UInt8 = 0
+        return recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) >= 0
+    }
+
     /// Half-closes the write side (sends FIN).
     func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
 
