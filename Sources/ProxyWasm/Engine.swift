@@ -119,6 +119,9 @@ public protocol WasmInstance: AnyObject {
     /// Limits guest work until the next call to this (nil: unlimited). The unit is the
     /// engine's (WasmKit: roughly one per wasm instruction).
     func setFuel(_ fuel: UInt64?)
+    /// Takes `units` from the current budget for work the host did on the guest's behalf;
+    /// when they are not there, the budget is emptied and the guest stops at its next step.
+    func chargeFuel(_ units: UInt64)
 }
 
 /// A parsed, validated module: immutable, shareable across threads, instantiated many times.

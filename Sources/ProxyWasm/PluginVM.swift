@@ -182,6 +182,14 @@ public final class PluginVM {
         }
     }
 
+    /// Hostcall work (header scans, copies) counts against the callback's CPU budget, so a
+    /// filter cannot make the host do unbounded work between two of its own instructions.
+    /// One unit is a header looked at; about four fuel units of interpreted guest work.
+    func chargeHostWork(_ units: UInt64) {
+        guard callDepth > 0 else { return }
+        instance.chargeFuel(units &* 4)
+    }
+
     private func drainAfterCall() {
         while !afterCall.isEmpty {
             let work = afterCall.removeFirst()

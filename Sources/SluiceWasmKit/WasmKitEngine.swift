@@ -55,7 +55,9 @@ final class WasmKitModule: WasmModule, @unchecked Sendable {
 
     func instantiate(hostFunctions: [ProxyWasm.HostFunction]) throws -> WasmInstance {
         let store = Store(engine: engine)
-        store.resourceLimiter = MemoryCap(limit: memoryLimitBytes)
+        let cap = MemoryCap(limit: memoryLimitBytes)
+        cap.store = store
+        store.resourceLimiter = cap
         var table: [String: ProxyWasm.HostFunction] = [:]
         for f in hostFunctions { table[f.module + "\u{0}" + f.name] = f }
         var imports = Imports()
@@ -105,10 +107,19 @@ final class WasmKitModule: WasmModule, @unchecked Sendable {
     }
 }
 
+/// The memory cap, and the price of growing: WasmKit copies the whole memory on
+/// `memory.grow`, so each growth is charged to the callback's budget like a bulk copy of
+/// the memory (one fuel unit per 64 bytes, WasmKit's rate for memory.copy). A filter growing
+/// to its cap page by page then runs out of budget instead of stalling its worker.
 final class MemoryCap: ResourceLimiter, @unchecked Sendable {
     let limit: Int
+    weak var store: Store?
     init(limit: Int) { self.limit = limit }
-    func limitMemoryGrowth(to desired: Int) throws -> Bool { desired <= limit }
+    func limitMemoryGrowth(to desired: Int) throws -> Bool {
+        guard desired <= limit else { return false }
+        store?.chargeFuel(UInt64(desired / 64))
+        return true
+    }
     func limitTableGrowth(to desired: Int) throws -> Bool { desired <= 1_000_000 }
 }
 
@@ -140,6 +151,10 @@ final class WasmKitInstance: WasmInstance {
 
     func setFuel(_ fuel: UInt64?) {
         store.fuel = fuel.map { Fuel(remaining: $0) }
+    }
+
+    func chargeFuel(_ units: UInt64) {
+        store.chargeFuel(units)
     }
 
     /// The reusable execution stack (see WasmKitFunction.call).
@@ -217,5 +232,14 @@ final class WasmKitMemory: ProxyWasm.GuestMemory {
         if bytes.isEmpty { return true }
         memory.withUnsafeMutableBufferPointer(offset: UInt(offset), count: bytes.count) { $0.copyMemory(from: bytes) }
         return true
+    }
+}
+
+extension Store {
+    /// Takes `units` of fuel, leaving zero (the guest traps at its next metered step) when
+    /// fewer remain. No budget set: nothing to charge.
+    func chargeFuel(_ units: UInt64) {
+        guard let remaining = fuel?.remaining else { return }
+        fuel = Fuel(remaining: remaining > units ? remaining - units : 0)
     }
 }

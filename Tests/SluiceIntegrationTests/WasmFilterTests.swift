@@ -349,6 +349,32 @@ extension WasmFilterTests {
         await p.stop()
     }
 
+    /// Host work a filter causes counts against its budget: appends stay cheap (10,000 headers
+    /// go through), replaces that scan a growing map and memory growth that copies the
+    /// memory each time run out of budget instead of stalling the worker for seconds.
+    func testHostWorkIsChargedToTheCPUBudget() async throws {
+        let p = try await proxy(filters: [("c", "cpu_budget: 100ms, failure_policy: fail_open")])
+        let port = p.port()
+        var start = Date()
+        let many = try get(port, "many-headers")
+        XCTAssertLessThan(Date().timeIntervalSince(start), 5, "10,000 appended headers")
+        XCTAssertNotEqual(many.status, 0)
+        XCTAssertEqual(try p.sample("sluice_plugin_cpu_budget_exhausted_total{plugin=\"c\"}"), 0, "appends are O(1) and cheap")
+        XCTAssertEqual(try get(port, "none").status, 200, "the host still serves")
+        await p.stop()
+
+        for mode in ["replace-many", "grow"] {
+            let p = try await proxy(filters: [("c", "cpu_budget: 100ms, failure_policy: fail_closed")])
+            start = Date()
+            let r = try get(p.port(), mode)
+            XCTAssertEqual(r.status, 503, mode)
+            XCTAssertLessThan(Date().timeIntervalSince(start), 5, "\(mode) was stopped by the budget")
+            XCTAssertEqual(try p.sample("sluice_plugin_cpu_budget_exhausted_total{plugin=\"c\"}"), 1, mode)
+            XCTAssertEqual(try httpGet(p.adminPort, "/ready").status, 200)
+            await p.stop()
+        }
+    }
+
     func testReloadPolicyBringsAFreshVM() async throws {
         let p = try await proxy(filters: [("c", "failure_policy: reload")])
         let port = p.port()

@@ -22,22 +22,23 @@ extension PluginVM {
     /// the driver has made them available (an empty map at the last body chunk).
     /// Applies `edit` to a writable stream map (request/response headers and trailers; call
     /// results and gRPC metadata are read-only). Unavailable in this phase: BadArgument.
+    ///
+    /// The map is edited in place (a copy per call made adding n headers cost O(n²)), and the
+    /// work is charged to the callback's CPU budget: one unit per header the edit may touch.
     private func editMap(_ type: UInt32, _ edit: (inout HeaderMap) -> Void) -> WasmResult {
-        guard let data = effectiveStream?.data, let path = PluginVM.writableMap(type), var map = data[keyPath: path] else {
-            return .badArgument
+        guard let data = effectiveStream?.data else { return .badArgument }
+        func apply(_ map: inout HeaderMap?) -> WasmResult {
+            guard map != nil else { return .badArgument }
+            chargeHostWork(UInt64(map!.entries.count) + 1)
+            edit(&map!)
+            return .ok
         }
-        edit(&map)
-        data[keyPath: path] = map
-        return .ok
-    }
-
-    static func writableMap(_ type: UInt32) -> ReferenceWritableKeyPath<HTTPStreamData, HeaderMap?>? {
         switch MapType(rawValue: type) {
-        case .requestHeaders: return \.requestHeaders
-        case .requestTrailers: return \.requestTrailers
-        case .responseHeaders: return \.responseHeaders
-        case .responseTrailers: return \.responseTrailers
-        default: return nil
+        case .requestHeaders: return apply(&data.requestHeaders)
+        case .requestTrailers: return apply(&data.requestTrailers)
+        case .responseHeaders: return apply(&data.responseHeaders)
+        case .responseTrailers: return apply(&data.responseTrailers)
+        default: return .badArgument
         }
     }
 
@@ -45,6 +46,7 @@ extension PluginVM {
         guard let key = string(keyPtr, keyLen) else { return .invalidMemoryAccess }
         guard let lookup = readableMap(type) else { return .badArgument }
         guard let map = lookup else { return .badArgument }
+        chargeHostWork(UInt64(map.entries.count) + 1)
         guard let value = map.first(key) else {
             // ABI 0.1.0 answered a missing key with OK and an empty value.
             return abi == .v0_1_0 ? copyOut([], ptrOut: valuePtrOut, lenOut: valueLenOut) : .notFound
@@ -54,6 +56,7 @@ extension PluginVM {
 
     func getHeaderMapPairs(_ type: UInt32, _ ptrOut: UInt32, _ lenOut: UInt32) -> WasmResult {
         guard let lookup = readableMap(type) else { return .badArgument }
+        chargeHostWork(UInt64(lookup?.entries.count ?? 0) + 1)
         return copyOut(Pairs.serialize(lookup?.pairs ?? []), ptrOut: ptrOut, lenOut: lenOut)
     }
 
@@ -72,7 +75,17 @@ extension PluginVM {
     func addHeaderMapValue(_ type: UInt32, _ keyPtr: UInt32, _ keyLen: UInt32, _ valuePtr: UInt32, _ valueLen: UInt32) -> WasmResult {
         guard let key = string(keyPtr, keyLen), let value = string(valuePtr, valueLen) else { return .invalidMemoryAccess }
         guard PluginVM.validHeader(key, value) else { return .badArgument }
-        return editMap(type) { $0.add(key, value) }
+        // An append touches one entry, whatever the map's size.
+        guard let data = effectiveStream?.data else { return .badArgument }
+        chargeHostWork(1)
+        switch MapType(rawValue: type) {
+        case .requestHeaders where data.requestHeaders != nil: data.requestHeaders!.add(key, value)
+        case .requestTrailers where data.requestTrailers != nil: data.requestTrailers!.add(key, value)
+        case .responseHeaders where data.responseHeaders != nil: data.responseHeaders!.add(key, value)
+        case .responseTrailers where data.responseTrailers != nil: data.responseTrailers!.add(key, value)
+        default: return .badArgument
+        }
+        return .ok
     }
 
     func replaceHeaderMapValue(_ type: UInt32, _ keyPtr: UInt32, _ keyLen: UInt32, _ valuePtr: UInt32, _ valueLen: UInt32) -> WasmResult {

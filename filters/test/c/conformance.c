@@ -93,6 +93,30 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
     pw_add_header(PW_REQUEST_HEADERS, "x-c-filter", "seen");
     pw_add_header(PW_REQUEST_HEADERS, "x-c-config", configuration);
 
+    if (is(ctx, "many-headers")) {
+        /* 10,000 added headers: cheap per call for the host, and charged to the budget. */
+        char name[] = "x-many-00000";
+        for (int i = 0; i < 10000; i++) {
+            for (int d = 0, n = i; d < 5; d++, n /= 10) name[11 - d] = (char)('0' + n % 10);
+            proxy_add_header_map_value(PW_REQUEST_HEADERS, name, 12, "v", 1);
+        }
+        return PW_CONTINUE;
+    }
+    if (is(ctx, "replace-many")) {
+        /* Replacing distinct names scans a growing map: quadratic host work, which the
+           budget must stop. */
+        char name[32];
+        for (int i = 0; i < 20000; i++) {
+            snprintf(name, sizeof name, "x-r-%d", i);
+            pw_replace_header(PW_REQUEST_HEADERS, name, "v");
+        }
+        return PW_CONTINUE;
+    }
+    if (is(ctx, "grow")) {
+        /* Grow memory a page at a time up to the cap: each grow copies the memory. */
+        while (__builtin_wasm_memory_grow(0, 1) != (size_t)-1) {}
+        return PW_CONTINUE;
+    }
     if (strncmp(mode(ctx), "local-status=", 13) == 0) {
         /* A local response with whatever status the test names (-1, 0, 100, 4294967295...):
            the host answers BadArgument for anything but 200-599 and the request goes on,
