@@ -139,21 +139,28 @@ final class SampleFilterTests: XCTestCase {
         await upstream.stop()
     }
 
+    /// A proxy running the ext-authz sample in front of `origin`, asking `authz`.
+    func extAuthzProxy(origin: TestUpstream, authz: TestUpstream, extra: String, configuration: String) async throws -> ProxyUnderTest {
+        try await ProxyUnderTest.start("""
+            listeners:
+              - { name: main, address: "127.0.0.1:0", http_filters: [authz], routes: [{ match: { prefix: / }, cluster: origin }] }
+            clusters:
+              - { name: origin, endpoints: ["127.0.0.1:{{origin}}"] }
+              - { name: authz, endpoints: ["127.0.0.1:{{authz}}"] }
+            plugins:
+              - name: authz
+                module: "\(try TestFilters.path("sample-ext-authz"))"
+                \(extra)
+                configuration: { \(configuration) }
+            """, ports: ["origin": origin.port, "authz": authz.port])
+    }
+
     func testExtAuthzAllowsDeniesAndFailsClosed() async throws {
         let origin = try await TestUpstream.start(name: "origin", group: testGroup)
         let authz = try await TestUpstream.start(name: "authz-service", group: testGroup)
         func start(_ prefix: String, timeout: Int = 500) async throws -> ProxyUnderTest {
-            try await ProxyUnderTest.start("""
-                listeners:
-                  - { name: main, address: "127.0.0.1:0", http_filters: [authz], routes: [{ match: { prefix: / }, cluster: origin }] }
-                clusters:
-                  - { name: origin, endpoints: ["127.0.0.1:{{origin}}"] }
-                  - { name: authz, endpoints: ["127.0.0.1:{{authz}}"] }
-                plugins:
-                  - name: authz
-                    module: "\(try TestFilters.path("sample-ext-authz"))"
-                    configuration: { cluster: authz, path_prefix: "\(prefix)", timeout_ms: \(timeout), forward_headers: [authorization], upstream_headers: [x-upstream] }
-                """, ports: ["origin": origin.port, "authz": authz.port])
+            try await extAuthzProxy(origin: origin, authz: authz, extra: "", configuration:
+                "cluster: authz, path_prefix: \"\(prefix)\", timeout_ms: \(timeout), forward_headers: [authorization], upstream_headers: [x-upstream]")
         }
         var proxy = try await start("/check")
         var r = try httpGet(proxy.port(), "/doc", headers: [("authorization", "Bearer t")])
@@ -185,18 +192,8 @@ final class SampleFilterTests: XCTestCase {
             let origin = try await TestUpstream.start(name: "origin", group: testGroup)
             let authz = try await TestUpstream.start(name: "authz-service", group: testGroup)
             func start(_ prefix: String) async throws -> ProxyUnderTest {
-                try await ProxyUnderTest.start("""
-                    listeners:
-                      - { name: main, address: "127.0.0.1:0", http_filters: [authz], routes: [{ match: { prefix: / }, cluster: origin }] }
-                    clusters:
-                      - { name: origin, endpoints: ["127.0.0.1:{{origin}}"] }
-                      - { name: authz, endpoints: ["127.0.0.1:{{authz}}"] }
-                    plugins:
-                      - name: authz
-                        module: "\(try TestFilters.path("sample-ext-authz"))"
-                        allow_on_headers_stop_iteration: \(allow)
-                        configuration: { cluster: authz, path_prefix: "\(prefix)", timeout_ms: 3000 }
-                    """, ports: ["origin": origin.port, "authz": authz.port])
+                try await extAuthzProxy(origin: origin, authz: authz, extra: "allow_on_headers_stop_iteration: \(allow)",
+                                        configuration: "cluster: authz, path_prefix: \"\(prefix)\", timeout_ms: 3000")
             }
             // Allowed after 400 ms: nothing reaches the origin before the answer.
             var proxy = try await start("/slow/400")
