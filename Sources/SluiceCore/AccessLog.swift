@@ -23,6 +23,16 @@ struct AccessLogEntry {
     var flags: String
 }
 
+extension AccessLogEntry {
+    /// A connection Sluice answered or cut before any request head could be read (a parse
+    /// error, a slow head): no method, path or route to log, only the reason.
+    static func connectionRefusal(_ refusal: DownstreamRefusal, listener: String, client: String) -> AccessLogEntry {
+        AccessLogEntry(start: Date(), durationMs: 0, clientAddress: client, method: "-", path: "-", version: "-", authority: "-",
+                       status: Int(refusal.status.code), bytesReceived: 0, bytesSent: refusal.message.utf8.count, listener: listener,
+                       route: "-", upstream: "-", requestID: "-", userAgent: "-", flags: refusal.label)
+    }
+}
+
 /// Shared sink; workers buffer lines and hand them over in batches so that logging costs
 /// one write per batch, not one per request.
 final class AccessLogSink: @unchecked Sendable {

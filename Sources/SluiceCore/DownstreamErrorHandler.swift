@@ -19,8 +19,14 @@ final class DownstreamErrorHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var closeAnnounced = false
     private var inRequest = false
     private let stats: ListenerStats
+    private let accessLog: AccessLogBuffer
+    private let listener: String
 
-    init(stats: ListenerStats) { self.stats = stats }
+    init(stats: ListenerStats, accessLog: AccessLogBuffer, listener: String) {
+        self.stats = stats
+        self.accessLog = accessLog
+        self.listener = listener
+    }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         guard let parserError = error as? HTTPParserError else {
@@ -32,6 +38,9 @@ final class DownstreamErrorHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         let refusal: DownstreamRefusal = parserError == .headerOverflow ? .headersTooLarge : .malformedRequest
         stats.record(refusal)
+        if accessLog.enabled {
+            accessLog.record(.connectionRefusal(refusal, listener: listener, client: context.channel.remoteAddress?.ipAddress ?? "-"))
+        }
         if !responseInProgress {
             let status = refusal.status
             let body = refusal.message

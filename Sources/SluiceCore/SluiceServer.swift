@@ -353,10 +353,11 @@ public final class SluiceServer: @unchecked Sendable {
                                             position: .before(try sync.handler(type: HTTPServerPipelineHandler.self)))
                         var headTimeout: RequestHeadTimeout?
                         if runtime.config.requestHeadersTimeout > .zero {
-                            headTimeout = RequestHeadTimeout(timeout: runtime.config.requestHeadersTimeout.timeAmount, stats: runtime.stats)
+                            headTimeout = RequestHeadTimeout(timeout: runtime.config.requestHeadersTimeout.timeAmount, stats: runtime.stats,
+                                                             accessLog: slot.worker.accessLog, listener: name)
                             try sync.addHandler(headTimeout!, position: .first)
                         }
-                        try sync.addHandler(DownstreamErrorHandler(stats: runtime.stats))
+                        try sync.addHandler(DownstreamErrorHandler(stats: runtime.stats, accessLog: slot.worker.accessLog, listener: name))
                         try sync.addHandler(HTTPProxyHandler(listener: runtime, slot: slot, headTimeout: headTimeout, pipeline: pipelineCounters))
                     }
                 }

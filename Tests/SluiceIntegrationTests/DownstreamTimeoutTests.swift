@@ -203,3 +203,45 @@ final class DownstreamTimeoutTests: XCTestCase {
         XCTAssertEqual(try refusals("pipeline_limit"), 1)
     }
 }
+
+/// Every refusal is in the access log with its reason as the flag, including the ones made
+/// before a request head exists (a parse error, a slow head).
+final class RefusalAccessLogTests: XCTestCase {
+    func testRefusalsAreLoggedWithTheirReason() async throws {
+        let upstream = try await RawUpstream.start(group: testGroup)
+        upstream.setScript("upgrade", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n")
+        let log = NSTemporaryDirectory() + "sluice-access-\(UUID().uuidString).log"
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let proxy = try await ProxyUnderTest.start("""
+            admin: { address: 127.0.0.1:0 }
+            access_log: { format: json, path: "\(log)" }
+            listeners:
+              - name: main
+                address: 127.0.0.1:0
+                request_headers_timeout: 300ms
+                routes: [{ match: { prefix: / }, cluster: raw }]
+            clusters:
+              - { name: raw, endpoints: ["127.0.0.1:{{raw}}"] }
+            """, ports: ["raw": upstream.port], workers: 1)
+        let port = proxy.port()
+        let statuses = try await blocking { () -> [Int] in
+            var statuses: [Int] = []
+            for raw in ["GARBAGE\r\n\r\n", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "GET / HTTP/1.1\r\nHo",
+                        "GET /script/upgrade HTTP/1.1\r\nHost: t\r\n\r\n"] {
+                let client = try RawHTTPClient(port: port, timeout: 5)
+                try client.send(raw)
+                statuses.append(try client.readResponse().0.status)
+            }
+            return statuses
+        }
+        XCTAssertEqual(statuses, [400, 400, 408, 502])
+        let logged = eventually {
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            return ["malformed_request", "duplicate_host", "request_headers_timeout", "upstream_protocol_error"]
+                .allSatisfy { text.contains("\"flags\":\"\($0)\"") }
+        }
+        XCTAssertTrue(logged, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "no log")
+        await proxy.stop()
+        await upstream.stop()
+    }
+}

@@ -14,6 +14,8 @@ final class RequestHeadTimeout: ChannelInboundHandler, RemovableChannelHandler {
 
     private let timeout: TimeAmount
     private let stats: ListenerStats
+    private let accessLog: AccessLogBuffer
+    private let listener: String
     /// Heads the proxy has received, and the count it had when its last stream ended: a head
     /// is being read when the two are equal and bytes have come in since.
     private var headsReceived = 0
@@ -22,9 +24,11 @@ final class RequestHeadTimeout: ChannelInboundHandler, RemovableChannelHandler {
     private var timer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
 
-    init(timeout: TimeAmount, stats: ListenerStats) {
+    init(timeout: TimeAmount, stats: ListenerStats, accessLog: AccessLogBuffer, listener: String) {
         self.timeout = timeout
         self.stats = stats
+        self.accessLog = accessLog
+        self.listener = listener
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
@@ -66,6 +70,9 @@ final class RequestHeadTimeout: ChannelInboundHandler, RemovableChannelHandler {
         }
         stats.record(.requestHeadersTimeout)
         stats.responses.record(status: 408)
+        if accessLog.enabled {
+            accessLog.record(.connectionRefusal(.requestHeadersTimeout, listener: listener, client: context.channel.remoteAddress?.ipAddress ?? "-"))
+        }
         let body = DownstreamRefusal.requestHeadersTimeout.message
         let response = "HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: \(body.utf8.count)\r\nconnection: close\r\n\r\n\(body)"
         context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: response))).whenComplete { _ in
