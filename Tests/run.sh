@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need, builds
 # everything (the `sluice` binary included, which the process tests start), runs the Swift
-# tests, then the envoy-compat comparison against the real Envoy.
+# tests, then the envoy-compat comparisons against the real Envoy (filters, then HTTP/1.1 on
+# the wire).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Tests/install-deps.sh
@@ -19,5 +20,11 @@ python3 envoy-compat/run.py 2>&1 | tee "$log" || compat_status=$?
 compat_passed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$log" | tail -1)
 compat_failed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$log" | tail -1)
 if [ -z "$compat_passed" ]; then compat_passed=0; compat_failed=1; fi
-echo "$((passed + compat_passed)) passed, $((failed + compat_failed)) failed"
-[ "$status" -eq 0 ] && [ "$compat_status" -eq 0 ]
+# HTTP/1.1 on the wire, side by side with Envoy: identical or a documented difference.
+wire_status=0
+python3 envoy-compat/wire.py 2>&1 | tee "$log" || wire_status=$?
+wire_passed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$log" | tail -1)
+wire_failed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$log" | tail -1)
+if [ -z "$wire_passed" ]; then wire_passed=0; wire_failed=1; fi
+echo "$((passed + compat_passed + wire_passed)) passed, $((failed + compat_failed + wire_failed)) failed"
+[ "$status" -eq 0 ] && [ "$compat_status" -eq 0 ] && [ "$wire_status" -eq 0 ]
