@@ -21,6 +21,8 @@ struct AccessLogEntry {
     var userAgent: String
     /// Why Sluice answered itself or cut the stream short ("no_route", "upstream_timeout", ...); "-" otherwise.
     var flags: String
+    /// The same as Envoy's %RESPONSE_FLAGS% ("NR", "UT", "UF,URX", ...); "-" otherwise.
+    var responseFlags: String = "-"
 }
 
 extension AccessLogEntry {
@@ -29,7 +31,8 @@ extension AccessLogEntry {
     static func connectionRefusal(_ refusal: DownstreamRefusal, listener: String, client: String) -> AccessLogEntry {
         AccessLogEntry(start: Date(), durationMs: 0, clientAddress: client, method: "-", path: "-", version: "-", authority: "-",
                        status: Int(refusal.status.code), bytesReceived: 0, bytesSent: refusal.message.utf8.count, listener: listener,
-                       route: "-", upstream: "-", requestID: "-", userAgent: "-", flags: refusal.label)
+                       route: "-", upstream: "-", requestID: "-", userAgent: "-", flags: refusal.label,
+                       responseFlags: StreamFlag.refused(refusal).envoyFlags.shortString)
     }
 }
 
@@ -112,6 +115,6 @@ final class AccessLogBuffer {
 
     static func json(_ e: AccessLogEntry) -> String {
         func q(_ s: String) -> String { JSONRendering.quote(s) }
-        return "{\"time\":\(q(timestampFormatter.string(from: e.start))),\"method\":\(q(e.method)),\"path\":\(q(e.path)),\"protocol\":\(q(e.version)),\"status\":\(e.status),\"flags\":\(q(e.flags)),\"bytes_received\":\(e.bytesReceived),\"bytes_sent\":\(e.bytesSent),\"duration_ms\":\(String(format: "%.3f", e.durationMs)),\"client\":\(q(e.clientAddress)),\"user_agent\":\(q(e.userAgent)),\"request_id\":\(q(e.requestID)),\"authority\":\(q(e.authority)),\"upstream\":\(q(e.upstream)),\"listener\":\(q(e.listener)),\"route\":\(q(e.route))}"
+        return "{\"time\":\(q(timestampFormatter.string(from: e.start))),\"method\":\(q(e.method)),\"path\":\(q(e.path)),\"protocol\":\(q(e.version)),\"status\":\(e.status),\"flags\":\(q(e.flags)),\"response_flags\":\(q(e.responseFlags)),\"bytes_received\":\(e.bytesReceived),\"bytes_sent\":\(e.bytesSent),\"duration_ms\":\(String(format: "%.3f", e.durationMs)),\"client\":\(q(e.clientAddress)),\"user_agent\":\(q(e.userAgent)),\"request_id\":\(q(e.requestID)),\"authority\":\(q(e.authority)),\"upstream\":\(q(e.upstream)),\"listener\":\(q(e.listener)),\"route\":\(q(e.route))}"
     }
 }

@@ -31,7 +31,7 @@ extension HTTPProxyHandler: FilterChainSink {
                 case .failClosed, .reload:
                     plugin.runtime.stats.failedClosedStreams.increment()
                     route?.stats.requests.increment()
-                    respondLocally(head: head, route: route, status: .serviceUnavailable, body: "", flags: "wasm_fail_stream")
+                    respondLocally(head: head, route: route, status: .serviceUnavailable, body: "", flag: .filter("wasm_fail_stream"))
                     return true
                 }
             }
@@ -181,14 +181,14 @@ extension HTTPProxyHandler: FilterChainSink {
         guard let exchange else { return }
         exchange.timeout?.cancel()
         exchange.timeout = nil
-        if exchange.flags == "-" { exchange.flags = "wasm_local_reply" }
+        if exchange.flag == nil { exchange.flag = .filter("wasm_local_reply") }
         detachUpstream(exchange, reusable: false)
         // The upstream response, if one arrives now, is not ours to forward.
         exchange.responseHeadSent = true
     }
 
     func chainResetStream(reason: String) {
-        exchange?.flags = reason
+        exchange?.flag = .filter(reason)
         context.close(promise: nil)
     }
 
@@ -219,6 +219,7 @@ extension HTTPProxyHandler: FilterChainSink {
             authority: head.headers.first(name: "host") ?? "-", status: status, bytesReceived: info.requestBodyBytes,
             bytesSent: info.responseBodyBytes, listener: listener.config.name, route: chainRoute?.config.name ?? "-", upstream: "-",
             requestID: head.headers.first(name: "x-request-id") ?? "-", userAgent: head.headers.first(name: "user-agent") ?? "-",
-            flags: info.responseCodeDetails.isEmpty ? "wasm_local_reply" : info.responseCodeDetails))
+            flags: info.responseCodeDetails.isEmpty ? "wasm_local_reply" : info.responseCodeDetails,
+            responseFlags: ResponseFlags(rawValue: UInt64(info.responseFlags)).shortString))
     }
 }

@@ -63,7 +63,8 @@ final class Exchange {
     var bytesReceived = 0
     var bytesSent = 0
     var timeout: Scheduled<Void>?
-    var flags = "-"
+    /// Why Sluice ended this exchange itself, if it did.
+    var flag: StreamFlag?
     var upstreamAddress = "-"
     /// The upstream agreed to an upgrade; the tunnel starts when its 101 is complete.
     var tunnelPending = false
@@ -175,7 +176,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         connectionTimer = nil
         if let exchange {
             // The client went away mid-exchange: the upstream connection is in an unknown state.
-            if exchange.responseStatus == 0 { exchange.flags = "downstream_reset" }
+            if exchange.responseStatus == 0 { exchange.flag = .downstreamReset }
             finish(exchange, reusable: false)
         }
         endFilters()
@@ -340,10 +341,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     func routeAndProxy(head: HTTPRequestHead, route: CompiledRoute?, authority: String) {
         guard let route else {
             if let chain {
+                markEnvoyFlags(.noRouteFound)
                 chain.localReply(status: 404, body: "no route matched \(head.uri)\n", details: "route_not_found", startingAt: chain.slots.count - 1)
                 return
             }
-            respondLocally(head: head, route: nil, status: .notFound, body: "no route matched \(head.uri)\n", flags: "no_route")
+            respondLocally(head: head, route: nil, status: .notFound, body: "no route matched \(head.uri)\n", flag: .noRoute)
             return
         }
         if chain == nil { route.stats.requests.increment() }
@@ -353,7 +355,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
                 chain.localReply(status: status, body: body, details: "direct_response", startingAt: chain.slots.count - 1)
                 return
             }
-            respondLocally(head: head, route: route, status: HTTPResponseStatus(statusCode: status), body: body, flags: "direct_response")
+            respondLocally(head: head, route: route, status: HTTPResponseStatus(statusCode: status), body: body, flag: .directResponse)
         case .cluster(let target):
             guard let cluster = route.cluster else { return }
             startProxying(head: head, route: route, target: target, cluster: cluster, authority: authority)
@@ -411,7 +413,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         let state = exchange.state
         guard let index = state.pick(avoid: exchange.endpointIndex) else {
             exchange.cluster.stats.noHealthyEndpoint.increment()
-            fail(exchange, status: .serviceUnavailable, body: "no healthy upstream\n", flags: "no_healthy_upstream")
+            fail(exchange, status: .serviceUnavailable, body: "no healthy upstream\n", flag: .noHealthyUpstream)
             return
         }
         exchange.attempts += 1
@@ -435,7 +437,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             case .failure(let error):
                 state.requestFinished(endpoint: index)
                 if error is EndpointPool.AcquireError {
-                    self.fail(exchange, status: .serviceUnavailable, body: "upstream connection limit reached\n", flags: "upstream_overflow")
+                    self.fail(exchange, status: .serviceUnavailable, body: "upstream connection limit reached\n", flag: .upstreamOverflow)
                     return
                 }
                 exchange.cluster.stats.connectFailures.increment()
@@ -443,7 +445,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
                     exchange.cluster.stats.outlierEjections.increment()
                 }
                 if self.retry(exchange, on: .connectFailure) { return }
-                self.fail(exchange, status: .badGateway, body: "upstream connect error\n", flags: "upstream_connect_failure")
+                self.fail(exchange, status: .badGateway, body: "upstream connect error\n", flag: .upstreamConnectFailure)
             }
         }
     }
@@ -504,7 +506,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             exchange.timeout = context.eventLoop.scheduleTask(in: timeout) { [weak self, weak exchange] in
                 guard let self, let exchange, self.exchange === exchange, exchange.responseStatus == 0 else { return }
                 exchange.cluster.stats.timeouts.increment()
-                self.fail(exchange, status: .gatewayTimeout, body: "upstream request timeout\n", flags: "upstream_timeout")
+                self.fail(exchange, status: .gatewayTimeout, body: "upstream request timeout\n", flag: .upstreamTimeout)
             }
         }
     }
@@ -520,7 +522,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         case .head(var head):
             if let error = Self.responseProblem(head, isUpgrade: exchange.isUpgrade) {
                 exchange.cluster.stats.record(error)
-                fail(exchange, status: .badGateway, body: "upstream protocol error\n", flags: "upstream_protocol_error")
+                fail(exchange, status: .badGateway, body: "upstream protocol error\n", flag: .upstreamProtocolError)
                 return
             }
             let status = Int(head.status.code)
@@ -546,7 +548,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
                 response.version = exchange.head.version
                 exchange.responseHeadSent = true
                 exchange.tunnelPending = true
-                exchange.flags = "upgrade"
+                exchange.flag = .upgrade
                 context.write(wrapOutboundOut(.head(response)), promise: nil)
                 lastResponseEnd = context.writeAndFlush(wrapOutboundOut(.end(nil)))
                 return
@@ -643,7 +645,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         exchange.state.requestFinished(endpoint: connection.endpointIndex)
         if exchange.responseHeadSent {
             // Mid-response reset: HTTP/1.1 can only tell the client by closing.
-            exchange.flags = "upstream_reset_after_headers"
+            exchange.flag = .upstreamResetAfterHeaders
             finish(exchange, reusable: false)
             context.close(promise: nil)
             return
@@ -657,11 +659,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             return
         }
         if connection.handler.protocolError != nil {
-            fail(exchange, status: .badGateway, body: "upstream protocol error\n", flags: "upstream_protocol_error")
+            fail(exchange, status: .badGateway, body: "upstream protocol error\n", flag: .upstreamProtocolError)
             return
         }
         if retry(exchange, on: .connectFailure) { return }
-        fail(exchange, status: .badGateway, body: "upstream connection reset before response\n", flags: "upstream_reset")
+        fail(exchange, status: .badGateway, body: "upstream connection reset before response\n", flag: .upstreamReset)
     }
 
     func upstreamWritabilityChanged(writable: Bool) {
@@ -706,8 +708,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     }
 
     /// Answers with an error if nothing was sent yet; otherwise the client learns by a close.
-    private func fail(_ exchange: Exchange, status: HTTPResponseStatus, body: String, flags: String) {
-        exchange.flags = flags
+    private func fail(_ exchange: Exchange, status: HTTPResponseStatus, body: String, flag: StreamFlag) {
+        exchange.flag = flag
+        markEnvoyFlags(flag.envoyFlags)
         detachUpstream(exchange, reusable: false)
         if exchange.responseHeadSent {
             finish(exchange, reusable: false)
@@ -717,7 +720,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         exchange.responseStatus = Int(status.code)
         if let chain {
             // Errors are answers too: response filters see them, as in Envoy.
-            chain.localReply(status: Int(status.code), body: body, details: flags, startingAt: chain.slots.count - 1)
+            chain.localReply(status: Int(status.code), body: body, details: flag.label, startingAt: chain.slots.count - 1)
             return
         }
         exchange.bytesSent += body.utf8.count
@@ -728,6 +731,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
 
     func finish(_ exchange: Exchange, reusable: Bool) {
         guard self.exchange === exchange else { return }
+        if let flag = exchange.flag { markEnvoyFlags(flag.envoyFlags) }
         exchange.timeout?.cancel()
         detachUpstream(exchange, reusable: reusable && !exchange.isUpgrade)
         if exchange.isRetry { exchange.state.activeRetries -= 1 }
@@ -752,7 +756,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
             authority: exchange.head.headers.first(name: "host") ?? "-", status: status,
             bytesReceived: exchange.bytesReceived, bytesSent: exchange.bytesSent, listener: listener.config.name,
             route: exchange.route.config.name, upstream: exchange.upstreamAddress, requestID: exchange.requestID,
-            userAgent: exchange.head.headers.first(name: "user-agent") ?? "-", flags: exchange.flags))
+            userAgent: exchange.head.headers.first(name: "user-agent") ?? "-", flags: exchange.flag.label,
+            responseFlags: (exchange.flag?.envoyFlags ?? []).shortString))
     }
 
     /// The response is complete but the request body is still arriving: read and drop it so
@@ -892,11 +897,12 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         let requestArrived = exchange?.requestComplete ?? requestEndReceived
         let status: HTTPResponseStatus = requestArrived ? .gatewayTimeout : .requestTimeout
         if let exchange, !responseHeadWritten {
-            fail(exchange, status: status, body: reason.message, flags: reason.label)
+            fail(exchange, status: status, body: reason.message, flag: .refused(reason))
         } else if let chain, !responseHeadWritten {
+            markEnvoyFlags(StreamFlag.refused(reason).envoyFlags)
             chain.localReply(status: Int(status.code), body: reason.message, details: reason.label, startingAt: chain.slots.count - 1)
         } else if let exchange {
-            exchange.flags = reason.label
+            exchange.flag = .refused(reason)
             finish(exchange, reusable: false)
         }
         // Whatever was written, the connection ends once it is out; a stalled body is not
@@ -912,16 +918,22 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
 
     // MARK: local responses
 
+    /// Envoy's response flags for the filters' `response.flags` property (read in on_log).
+    func markEnvoyFlags(_ flags: ResponseFlags) {
+        guard let info = streamData?.info else { return }
+        info.responseFlags |= Int(flags.rawValue)
+    }
+
     /// A request Sluice will not process: counted by reason, answered, and the connection
     /// closed once the answer is out (the rest of the stream cannot be trusted).
     func refuse(head: HTTPRequestHead, _ refusal: DownstreamRefusal) {
         listener.stats.record(refusal)
         closeAfterResponse = true
-        respondLocally(head: head, route: nil, status: refusal.status, body: refusal.message, flags: refusal.label, closing: true)
+        respondLocally(head: head, route: nil, status: refusal.status, body: refusal.message, flag: .refused(refusal), closing: true)
     }
 
     /// `closing`: the connection ends after this answer, without reading what follows.
-    func respondLocally(head: HTTPRequestHead, route: CompiledRoute?, status: HTTPResponseStatus, body: String, flags: String, closing: Bool = false) {
+    func respondLocally(head: HTTPRequestHead, route: CompiledRoute?, status: HTTPResponseStatus, body: String, flag: StreamFlag, closing: Bool = false) {
         let requestID = head.headers.first(name: "x-request-id") ?? RequestID.make()
         // If a body may still be on its way, read and drop it so the connection stays usable;
         // a client waiting on 100-continue will not send it, so close instead.
@@ -940,7 +952,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
                 version: "HTTP/\(head.version.major).\(head.version.minor)", authority: head.headers.first(name: "host") ?? "-",
                 status: code, bytesReceived: 0, bytesSent: body.utf8.count, listener: listener.config.name,
                 route: route?.config.name ?? "-", upstream: "-", requestID: requestID,
-                userAgent: head.headers.first(name: "user-agent") ?? "-", flags: flags))
+                userAgent: head.headers.first(name: "user-agent") ?? "-", flags: flag.label, responseFlags: flag.envoyFlags.shortString))
         }
         if closing {
             discardingBody = false

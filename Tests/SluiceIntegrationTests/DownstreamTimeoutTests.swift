@@ -239,6 +239,9 @@ final class RefusalAccessLogTests: XCTestCase {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             return ["malformed_request", "duplicate_host", "request_headers_timeout", "upstream_protocol_error"]
                 .allSatisfy { text.contains("\"flags\":\"\($0)\"") }
+                // Envoy's names beside Sluice's: a protocol error each way.
+                && text.contains("\"flags\":\"duplicate_host\",\"response_flags\":\"DPE\"")
+                && text.contains("\"flags\":\"upstream_protocol_error\",\"response_flags\":\"UPE\"")
         }
         XCTAssertTrue(logged, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "no log")
         await proxy.stop()

@@ -17,7 +17,7 @@ final class WasmFilterTests: XCTestCase {
 
     /// A proxy whose listener `main` runs `filters` (each `name: yaml-object`), routes `/` to
     /// the test upstream and has a cluster `authz` (the same upstream unless given).
-    func proxy(filters: [(String, String)], routes: String? = nil, authzPort: Int? = nil, workers: Int = 1) async throws -> ProxyUnderTest {
+    func proxy(filters: [(String, String)], routes: String? = nil, authzPort: Int? = nil, workers: Int = 1, extraClusters: String = "") async throws -> ProxyUnderTest {
         var plugins = ""
         for (name, extra) in filters {
             let module = try TestFilters.path(name.hasPrefix("swift") ? "swift-headers" : name.hasPrefix("go") ? "go-minimal" : "c-conformance")
@@ -33,6 +33,7 @@ final class WasmFilterTests: XCTestCase {
             clusters:
               - { name: origin, endpoints: ["127.0.0.1:{{origin}}"] }
               - { name: authz, endpoints: ["127.0.0.1:{{authz}}"] }
+            \(extraClusters)
             plugins:
             \(plugins)
             """, ports: ["origin": upstream.port, "authz": authzPort ?? upstream.port], workers: workers)
@@ -180,6 +181,25 @@ extension WasmFilterTests {
         XCTAssertNil(first.header("connection"), "the whole request was read: the connection stays open")
         XCTAssertEqual(second.status, 200)
         XCTAssertTrue(second.text.contains("\"path\":\"/next\""), second.text)
+        await p.stop()
+    }
+
+    /// `response.flags` carries Envoy's response-flag bits in on_log: NR for no route, UF for
+    /// an upstream connect failure.
+    func testResponseFlagsPropertyHasEnvoysBits() async throws {
+        let dead = SluiceProcess.freePort()
+        let p = try await proxy(filters: [("c", "")], routes: """
+                  - { match: { prefix: /routed }, cluster: origin }
+                  - { match: { prefix: /down }, cluster: down }
+            """, extraClusters: "  - { name: down, endpoints: [\"127.0.0.1:\(dead)\"], connect_timeout: 1s }")
+        let port = p.port()
+        XCTAssertEqual(try get(port, "none", path: "/nowhere").status, 404)
+        XCTAssertEqual(try get(port, "none", path: "/down").status, 502)
+        let flags = eventually {
+            let h = (try? upstreamHeaders(try get(port, "shared-read", path: "/routed"))) ?? [:]
+            return Int(h["x-flags-nr"] ?? "") ?? 0 >= 1 && Int(h["x-flags-uf"] ?? "") ?? 0 >= 1
+        }
+        XCTAssertTrue(flags, "on_log saw response.flags 256 (NR) and 32 (UF)")
         await p.stop()
     }
 

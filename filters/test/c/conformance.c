@@ -187,6 +187,10 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
         pw_add_header(PW_REQUEST_HEADERS, "x-logged", buf);
         snprintf(buf, sizeof buf, "%ld", get_shared_counter("clock_ok"));
         pw_add_header(PW_REQUEST_HEADERS, "x-clock-ok", buf);
+        snprintf(buf, sizeof buf, "%ld", get_shared_counter("flags_256"));  /* NR */
+        pw_add_header(PW_REQUEST_HEADERS, "x-flags-nr", buf);
+        snprintf(buf, sizeof buf, "%ld", get_shared_counter("flags_32"));   /* UF */
+        pw_add_header(PW_REQUEST_HEADERS, "x-flags-uf", buf);
         uint32_t level = 99;
         proxy_get_log_level(&level);
         snprintf(buf, sizeof buf, "%u", level);
@@ -393,6 +397,14 @@ PW_EXPORT(proxy_on_log) void on_log(uint32_t ctx) {
         set_shared_counter(key, 1);
     }
     free(code);
+    /* Envoy's response flags as the stream ended, counted per value. */
+    char *flags = pw_property("response\0flags", 14, &len);
+    if (flags && len == 8) {
+        int64_t f = 0; memcpy(&f, flags, 8);
+        char key[32]; snprintf(key, sizeof key, "flags_%lld", (long long)f);
+        set_shared_counter(key, 1);
+    }
+    free(flags);
 }
 
 PW_EXPORT(proxy_on_done) uint32_t on_done(uint32_t ctx) {
