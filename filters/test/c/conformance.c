@@ -385,26 +385,25 @@ PW_EXPORT(proxy_on_response_body) uint32_t on_response_body(uint32_t ctx, uint32
     return PW_CONTINUE;
 }
 
+/* Counts, in shared data under "<prefix>_<value>", the int64 value of a property. */
+static void count_int_property(const char *path, size_t path_len, const char *prefix) {
+    size_t len = 0;
+    char *value = pw_property(path, path_len, &len);
+    if (value && len == 8) {
+        int64_t v = 0; memcpy(&v, value, 8);
+        char key[32]; snprintf(key, sizeof key, "%s_%lld", prefix, (long long)v);
+        set_shared_counter(key, 1);
+    }
+    free(value);
+}
+
 PW_EXPORT(proxy_on_log) void on_log(uint32_t ctx) {
     set_shared_counter("logged", 1);
     uint64_t now = 0;
     if (proxy_get_current_time_nanoseconds(&now) == PW_OK && now > 1600000000ull * 1000000000ull) set_shared_counter("clock_ok", 1);
-    size_t len = 0;
-    char *code = pw_property("response\0code", 13, &len);
-    if (code && len == 8) {
-        int64_t c = 0; memcpy(&c, code, 8);
-        char key[32]; snprintf(key, sizeof key, "logged_%lld", (long long)c);
-        set_shared_counter(key, 1);
-    }
-    free(code);
+    count_int_property("response\0code", 13, "logged");
     /* Envoy's response flags as the stream ended, counted per value. */
-    char *flags = pw_property("response\0flags", 14, &len);
-    if (flags && len == 8) {
-        int64_t f = 0; memcpy(&f, flags, 8);
-        char key[32]; snprintf(key, sizeof key, "flags_%lld", (long long)f);
-        set_shared_counter(key, 1);
-    }
-    free(flags);
+    count_int_property("response\0flags", 14, "flags");
 }
 
 PW_EXPORT(proxy_on_done) uint32_t on_done(uint32_t ctx) {
