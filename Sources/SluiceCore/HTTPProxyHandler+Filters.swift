@@ -209,17 +209,9 @@ extension HTTPProxyHandler: FilterChainSink {
 
     private func logChainLocalReply() {
         guard let info = streamData?.info, let head = chainHead else { return }
-        let status = info.responseCode
-        listener.stats.responses.record(status: status)
-        chainRoute?.stats.responses.record(status: status)
-        guard worker.accessLog.enabled else { return }
-        worker.accessLog.record(AccessLogEntry(
-            start: info.requestStart, durationMs: Date().timeIntervalSince(info.requestStart) * 1000, clientAddress: clientAddress,
-            method: head.method.rawValue, path: head.uri, version: "HTTP/\(head.version.major).\(head.version.minor)",
-            authority: head.headers.first(name: "host") ?? "-", status: status, bytesReceived: info.requestBodyBytes,
-            bytesSent: info.responseBodyBytes, listener: listener.config.name, route: chainRoute?.config.name ?? "-", upstream: "-",
-            requestID: head.headers.first(name: "x-request-id") ?? "-", userAgent: head.headers.first(name: "user-agent") ?? "-",
-            flags: info.responseCodeDetails.isEmpty ? "wasm_local_reply" : info.responseCodeDetails,
-            responseFlags: ResponseFlags(rawValue: UInt64(info.responseFlags)).shortString))
+        logStream(head: head, route: chainRoute, status: info.responseCode, start: info.requestStart, bytesReceived: info.requestBodyBytes,
+                  bytesSent: info.responseBodyBytes, upstream: "-", requestID: head.headers.first(name: "x-request-id") ?? "-",
+                  flags: info.responseCodeDetails.isEmpty ? "wasm_local_reply" : info.responseCodeDetails,
+                  responseFlags: ResponseFlags(rawValue: UInt64(info.responseFlags)))
     }
 }

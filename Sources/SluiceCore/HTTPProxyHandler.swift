@@ -42,7 +42,6 @@ final class Exchange {
     let cluster: ClusterRuntime
     let state: ClusterLoopState
     let start = Date()
-    let startDeadline = NIODeadline.now()
     let requestID: String
     let upstreamHead: HTTPRequestHead
     let isUpgrade: Bool
@@ -743,21 +742,27 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
     }
 
     func logAndCount(_ exchange: Exchange) {
-        let status = exchange.responseStatus
+        logStream(head: exchange.head, route: exchange.route, status: exchange.responseStatus, start: exchange.start,
+                  bytesReceived: exchange.bytesReceived, bytesSent: exchange.bytesSent, upstream: exchange.upstreamAddress,
+                  requestID: exchange.requestID, flags: exchange.flag.label, responseFlags: exchange.flag?.envoyFlags ?? [])
+    }
+
+    /// The one place a finished stream is counted (responses by status class, listener and
+    /// route) and written to the access log, whichever way it ended: proxied, answered by
+    /// Sluice, or answered by a filter.
+    func logStream(head: HTTPRequestHead, route: CompiledRoute?, status: Int, start: Date, bytesReceived: Int, bytesSent: Int,
+                   upstream: String, requestID: String, flags: String, responseFlags: ResponseFlags) {
         if status > 0 {
             listener.stats.responses.record(status: status)
-            exchange.route.stats.responses.record(status: status)
+            route?.stats.responses.record(status: status)
         }
         guard worker.accessLog.enabled else { return }
         worker.accessLog.record(AccessLogEntry(
-            start: exchange.start, durationMs: Double((NIODeadline.now() - exchange.startDeadline).nanoseconds) / 1e6,
-            clientAddress: clientAddress, method: exchange.head.method.rawValue, path: exchange.head.uri,
-            version: "HTTP/\(exchange.head.version.major).\(exchange.head.version.minor)",
-            authority: exchange.head.headers.first(name: "host") ?? "-", status: status,
-            bytesReceived: exchange.bytesReceived, bytesSent: exchange.bytesSent, listener: listener.config.name,
-            route: exchange.route.config.name, upstream: exchange.upstreamAddress, requestID: exchange.requestID,
-            userAgent: exchange.head.headers.first(name: "user-agent") ?? "-", flags: exchange.flag.label,
-            responseFlags: (exchange.flag?.envoyFlags ?? []).shortString))
+            start: start, durationMs: Date().timeIntervalSince(start) * 1000, clientAddress: clientAddress,
+            method: head.method.rawValue, path: head.uri, version: "HTTP/\(head.version.major).\(head.version.minor)",
+            authority: head.headers.first(name: "host") ?? "-", status: status, bytesReceived: bytesReceived, bytesSent: bytesSent,
+            listener: listener.config.name, route: route?.config.name ?? "-", upstream: upstream, requestID: requestID,
+            userAgent: head.headers.first(name: "user-agent") ?? "-", flags: flags, responseFlags: responseFlags.shortString))
     }
 
     /// The response is complete but the request body is still arriving: read and drop it so
@@ -943,17 +948,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         // Until `.end` (which follows at once when there is no body), request bytes are dropped.
         discardRestOfRequest()
         writeLocalResponse(version: head.version, status: status, body: body, requestID: requestID)
-        let code = Int(status.code)
-        listener.stats.responses.record(status: code)
-        route?.stats.responses.record(status: code)
-        if worker.accessLog.enabled {
-            worker.accessLog.record(AccessLogEntry(
-                start: Date(), durationMs: 0, clientAddress: clientAddress, method: head.method.rawValue, path: head.uri,
-                version: "HTTP/\(head.version.major).\(head.version.minor)", authority: head.headers.first(name: "host") ?? "-",
-                status: code, bytesReceived: 0, bytesSent: body.utf8.count, listener: listener.config.name,
-                route: route?.config.name ?? "-", upstream: "-", requestID: requestID,
-                userAgent: head.headers.first(name: "user-agent") ?? "-", flags: flag.label, responseFlags: flag.envoyFlags.shortString))
-        }
+        logStream(head: head, route: route, status: Int(status.code), start: Date(), bytesReceived: 0, bytesSent: body.utf8.count,
+                  upstream: "-", requestID: requestID, flags: flag.label, responseFlags: flag.envoyFlags)
         if closing {
             discardingBody = false
             afterExchange()
