@@ -614,10 +614,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         if code == 101 && !isUpgrade { return .unsolicitedUpgrade }
         if code < 100 || code > 599 { return .malformedResponse }
         let te = head.headers["transfer-encoding"]
-        if !te.isEmpty {
-            let codings = te.flatMap { $0.split(separator: ",", omittingEmptySubsequences: false) }.map { $0.trimmingOWS().lowercased() }
-            if codings != ["chunked"] { return .unsupportedTransferCoding }
-        }
+        if !te.isEmpty && RequestValidation.transferCodings(te) != ["chunked"] { return .unsupportedTransferCoding }
         return nil
     }
 
@@ -708,8 +705,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
 
     /// Answers with an error if nothing was sent yet; otherwise the client learns by a close.
     private func fail(_ exchange: Exchange, status: HTTPResponseStatus, body: String, flag: StreamFlag) {
-        exchange.flag = flag
-        markEnvoyFlags(flag.envoyFlags)
+        exchange.flag = flag  // finish() marks it for the filters
         detachUpstream(exchange, reusable: false)
         if exchange.responseHeadSent {
             finish(exchange, reusable: false)
@@ -780,10 +776,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         if closeAfterResponse && !discardingBody {
             closing = true
             deferredParts = []
-            if streamOpen {
-                streamOpen = false
-                pipeline.finished += 1
-            }
+            endStream()
             // Close only once the last response has been written out, so it is not lost.
             let channel = context.channel
             if let written = lastResponseEnd {
@@ -796,15 +789,19 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Ups
         armIdleTimer()
         resumeDownstreamReads()
         guard !discardingBody else { return }  // the stream's body is still being read
-        if streamOpen {
-            streamOpen = false
-            pipeline.finished += 1
-        }
+        endStream()
         if !deferredParts.isEmpty {
             let parts = deferredParts
             deferredParts = []
             for part in parts { channelRead(context: context, data: NIOAny(part)) }
         }
+    }
+
+    /// The handler is done with the current stream (once per stream).
+    private func endStream() {
+        guard streamOpen else { return }
+        streamOpen = false
+        pipeline.finished += 1
     }
 
     /// Marks the connection idle from now and makes sure the connection timer runs.

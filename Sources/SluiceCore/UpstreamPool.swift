@@ -54,6 +54,9 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, @unc
         case responseComplete(keepAlive: Bool)
         /// Something arrived that no request asked for, or the stream could not be parsed.
         case poisoned(UpstreamProtocolError)
+        /// Sluice gave up on the exchange (timeout, client gone, refused response); the
+        /// connection is being closed and whatever still arrives on it is ignored.
+        case abandoned
     }
 
     weak var delegate: UpstreamDelegate?
@@ -89,7 +92,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, @unc
             stats.bytesReceived.increment(by: buffer.readableBytes)
         case (.receivingResponse(let keepAlive), .end):
             state = .responseComplete(keepAlive: keepAlive)
-        case (.poisoned, _):
+        case (.poisoned, _), (.abandoned, _):
             return
         default:
             poison(.unsolicitedResponse, context: context)
@@ -184,7 +187,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, @unc
     /// The exchange was abandoned mid-way (timeout, client gone, refused response).
     func abandon() {
         if case .poisoned = state { return }
-        state = .poisoned(.unsolicitedResponse)
+        state = .abandoned
     }
 }
 

@@ -24,12 +24,13 @@ extension PluginVM {
     /// results and gRPC metadata are read-only). Unavailable in this phase: BadArgument.
     ///
     /// The map is edited in place (a copy per call made adding n headers cost O(n²)), and the
-    /// work is charged to the callback's CPU budget: one unit per header the edit may touch.
-    private func editMap(_ type: UInt32, _ edit: (inout HeaderMap) -> Void) -> WasmResult {
+    /// work is charged to the callback's CPU budget: one unit per header the edit may touch
+    /// (`scansMap`), or one for an append.
+    private func editMap(_ type: UInt32, scansMap: Bool = true, _ edit: (inout HeaderMap) -> Void) -> WasmResult {
         guard let data = effectiveStream?.data else { return .badArgument }
         func apply(_ map: inout HeaderMap?) -> WasmResult {
             guard map != nil else { return .badArgument }
-            chargeHostWork(UInt64(map!.entries.count) + 1)
+            chargeHostWork(scansMap ? UInt64(map!.entries.count) + 1 : 1)
             edit(&map!)
             return .ok
         }
@@ -76,16 +77,7 @@ extension PluginVM {
         guard let key = string(keyPtr, keyLen), let value = string(valuePtr, valueLen) else { return .invalidMemoryAccess }
         guard PluginVM.validHeader(key, value) else { return .badArgument }
         // An append touches one entry, whatever the map's size.
-        guard let data = effectiveStream?.data else { return .badArgument }
-        chargeHostWork(1)
-        switch MapType(rawValue: type) {
-        case .requestHeaders where data.requestHeaders != nil: data.requestHeaders!.add(key, value)
-        case .requestTrailers where data.requestTrailers != nil: data.requestTrailers!.add(key, value)
-        case .responseHeaders where data.responseHeaders != nil: data.responseHeaders!.add(key, value)
-        case .responseTrailers where data.responseTrailers != nil: data.responseTrailers!.add(key, value)
-        default: return .badArgument
-        }
-        return .ok
+        return editMap(type, scansMap: false) { $0.add(key, value) }
     }
 
     func replaceHeaderMapValue(_ type: UInt32, _ keyPtr: UInt32, _ keyLen: UInt32, _ valuePtr: UInt32, _ valueLen: UInt32) -> WasmResult {

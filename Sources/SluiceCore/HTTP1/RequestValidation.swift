@@ -204,7 +204,7 @@ enum RequestValidation {
         if !te.isEmpty {
             if !cl.isEmpty { return .failure(.contentLengthWithTransferEncoding) }
             if version.minor == 0 { return .failure(.transferEncodingInHTTP10) }
-            let codings = te.flatMap { $0.split(separator: ",", omittingEmptySubsequences: false) }.map { $0.trimmingOWS().lowercased() }
+            let codings = transferCodings(te)
             if codings == ["chunked"] { return .success(.chunked) }
             // A list that ends in chunked carries a coding Sluice does not decode: 501, as
             // RFC 9112 §6.1 asks. Anything else cannot be framed at all.
@@ -216,6 +216,12 @@ enum RequestValidation {
         guard !cl.isEmpty else { return .success(.none) }
         guard cl.count == 1, let length = parseContentLength(cl[0]) else { return .failure(.invalidContentLength) }
         return .success(.contentLength(length))
+    }
+
+    /// The codings of Transfer-Encoding field values, lower-cased, in order; empty list
+    /// elements are kept (as empty strings) so that `chunked,` is not read as `chunked`.
+    static func transferCodings(_ values: [String]) -> [String] {
+        values.flatMap { $0.split(separator: ",", omittingEmptySubsequences: false) }.map { $0.trimmingOWS().lowercased() }
     }
 
     /// Host, Content-Length and Transfer-Encoding gathered in one pass over the headers (this
