@@ -52,20 +52,29 @@ public enum MetricType: UInt32, Sendable {
     case counter = 0, gauge, histogram
 }
 
+/// How a filter holding a body reacts when it holds more than its buffer limit (Envoy's two
+/// StopAll and StopIteration flavours): `buffer` answers 413 (request) or 500 (response);
+/// `watermark` stops reading that direction until the filter lets the data go.
+public enum HoldMode: Sendable, Equatable {
+    case buffer, watermark
+}
+
 /// What a headers callback asked for (Envoy's FilterHeadersStatus, as cpp-host maps it).
 public enum HeadersAction: Sendable, Equatable {
     case `continue`
     /// Headers are held; body callbacks still reach this filter (only with Envoy's
-    /// allow_on_headers_stop_iteration: true; by default StopIteration becomes stopAll).
+    /// allow_on_headers_stop_iteration: true; by default StopIteration becomes
+    /// StopAllIterationAndWatermark).
     case stopIteration
     /// Headers and everything after them are held from this filter until it resumes.
-    case stopAll
+    case stopAll(HoldMode)
 
     init(raw: UInt64, stopIterationHoldsAll: Bool) {
         switch raw {
         case 0, 2: self = .continue  // 2 (ContinueAndEndStream) falls back to Continue, as in Envoy
-        case 1: self = stopIterationHoldsAll ? .stopAll : .stopIteration
-        default: self = .stopAll
+        case 1: self = stopIterationHoldsAll ? .stopAll(.watermark) : .stopIteration
+        case 3: self = .stopAll(.buffer)
+        default: self = .stopAll(.watermark)
         }
     }
 }
@@ -73,10 +82,21 @@ public enum HeadersAction: Sendable, Equatable {
 /// What a body callback asked for (FilterDataStatus).
 public enum DataAction: Sendable, Equatable {
     case `continue`
-    /// Keep accumulating; the next callback sees the whole buffered body.
-    case stopAndBuffer
+    /// StopIterationAndBuffer: keep the chunk; the next callback sees the whole body so far.
+    /// StopIterationAndWatermark: keep the chunk; the next callback sees only its own chunk.
+    /// Either way everything kept goes on when the filter continues.
+    case stop(HoldMode)
+    /// StopIterationNoBuffer: the chunk is not kept (the filter took it).
+    case stopNoBuffer
 
-    init(raw: UInt64) { self = raw == 0 ? .continue : .stopAndBuffer }
+    init(raw: UInt64) {
+        switch raw {
+        case 0: self = .continue
+        case 1: self = .stop(.buffer)
+        case 3: self = .stopNoBuffer
+        default: self = .stop(.watermark)
+        }
+    }
 }
 
 /// What a trailers callback asked for (FilterTrailersStatus).

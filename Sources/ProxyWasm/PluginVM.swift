@@ -327,12 +327,12 @@ public final class PluginVM {
     }
 
     private func headersAction(_ raw: UInt64?, _ id: UInt32) -> HeadersAction {
-        if streams[id]?.localResponseSent == true { return .stopAll }
+        if streams[id]?.localResponseSent == true { return .stopAll(.buffer) }
         return HeadersAction(raw: raw ?? 0, stopIterationHoldsAll: !identity.allowOnHeadersStopIteration)
     }
 
     private func dataAction(_ raw: UInt64?, _ id: UInt32) -> DataAction {
-        if streams[id]?.localResponseSent == true { return .stopAndBuffer }
+        if streams[id]?.localResponseSent == true { return .stop(.buffer) }
         return DataAction(raw: raw ?? 0)
     }
 

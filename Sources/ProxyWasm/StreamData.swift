@@ -13,6 +13,10 @@ public final class HTTPStreamData {
     public var responseBody: [UInt8] = []
     /// Values set with proxy_set_property, readable by later filters (Envoy's filter state).
     public var filterState: [String: [UInt8]] = [:]
+    /// A filter changed the request headers (or asked for it with proxy_clear_route_cache):
+    /// the route chosen for the stream is chosen again before the request goes upstream,
+    /// as Envoy's Wasm filters clear the route cache when they edit request headers.
+    public var routeCacheCleared = false
     public let info: StreamInfo
 
     public init(info: StreamInfo) { self.info = info }

@@ -17,7 +17,7 @@ final class WasmFilterTests: XCTestCase {
 
     /// A proxy whose listener `main` runs `filters` (each `name: yaml-object`), routes `/` to
     /// the test upstream and has a cluster `authz` (the same upstream unless given).
-    func proxy(filters: [(String, String)], routes: String? = nil, authzPort: Int? = nil, workers: Int = 1, extraClusters: String = "") async throws -> ProxyUnderTest {
+    func proxy(filters: [(String, String)], routes: String? = nil, authzPort: Int? = nil, workers: Int = 1, extraClusters: String = "", listenerFields: String = "") async throws -> ProxyUnderTest {
         var plugins = ""
         for (name, extra) in filters {
             let module = try TestFilters.path(name.hasPrefix("swift") ? "swift-headers" : name.hasPrefix("go") ? "go-minimal" : "c-conformance")
@@ -27,6 +27,7 @@ final class WasmFilterTests: XCTestCase {
             listeners:
               - name: main
                 address: 127.0.0.1:0
+            \(listenerFields)
                 http_filters: [\(filters.map(\.0).joined(separator: ", "))]
                 routes:
             \(routes ?? "      - { match: { prefix: / }, cluster: origin }")
@@ -141,26 +142,45 @@ extension WasmFilterTests {
         await p.stop()
     }
 
-    /// A filter holding the whole stream (StopIteration on headers, Envoy's default) is held to
-    /// its buffer limit: 413, not 100 MB buffered.
-    func testAHeldStreamIsBoundedByTheBufferLimit() async throws {
+    /// Sends up to 100 MB of request body until the proxy answers or stops reading; returns
+    /// the status (0: none) and the bytes the client managed to send.
+    private static func pushHugeBody(_ port: Int, mode: String) throws -> (Int, Int) {
+        let client = try RawHTTPClient(port: port, timeout: 10)
+        let total = 100 << 20
+        try client.send("POST /echo HTTP/1.1\r\nHost: t\r\nx-test: \(mode)\r\nContent-Length: \(total)\r\n\r\n")
+        let chunk = [UInt8](repeating: UInt8(ascii: "a"), count: 64 << 10)
+        var sent = 0
+        while sent < total, !client.hasDataToRead() {
+            guard (try? client.send(chunk)) != nil else { break }
+            sent += chunk.count
+        }
+        return ((try? client.readResponse().0.status) ?? 0, sent)
+    }
+
+    /// StopAllIterationAndBuffer and a 100 MB body: 413 once the held body passes the buffer
+    /// limit, not 100 MB buffered.
+    func testStopAllAndBufferIsBoundedByTheBufferLimit() async throws {
         let p = try await proxy(filters: [("c", "buffer_limit_kb: 64")])
         let port = p.port()
         let rssBefore = residentBytes()
-        let (status, sent) = try await blocking { () -> (Int, Int) in
-            let client = try RawHTTPClient(port: port, timeout: 10)
-            let total = 100 << 20
-            try client.send("POST /echo HTTP/1.1\r\nHost: t\r\nx-test: upper-body\r\nContent-Length: \(total)\r\n\r\n")
-            let chunk = [UInt8](repeating: UInt8(ascii: "a"), count: 64 << 10)
-            var sent = 0
-            while sent < total, !client.hasDataToRead() {
-                guard (try? client.send(chunk)) != nil else { break }
-                sent += chunk.count
-            }
-            return ((try? client.readResponse().0.status) ?? 0, sent)
-        }
+        let (status, sent) = try await blocking { try Self.pushHugeBody(port, mode: "stop-all-buffer") }
         XCTAssertEqual(status, 413)
         XCTAssertLessThan(sent, 100 << 20, "the connection was cut, not read to the end")
+        let growth = residentBytes() - rssBefore
+        XCTAssertLessThan(growth, (64 << 10) + (8 << 20), "RSS grew by \(growth) bytes")
+        await p.stop()
+    }
+
+    /// StopIteration on headers (Envoy's default: StopAllIterationAndWatermark) and a 100 MB
+    /// body the filter never releases: past the buffer limit Sluice stops reading the client
+    /// (memory stays bounded), and the stream idle timeout ends the stream with 408.
+    func testAWatermarkHoldStopsReadingTheClient() async throws {
+        let p = try await proxy(filters: [("c", "buffer_limit_kb: 64")], listenerFields: "    stream_idle_timeout: 1s")
+        let port = p.port()
+        let rssBefore = residentBytes()
+        let (status, sent) = try await blocking { try Self.pushHugeBody(port, mode: "upper-body") }
+        XCTAssertEqual(status, 408, "the held stream went idle and was answered")
+        XCTAssertLessThan(sent, 32 << 20, "reading stopped: the client could not push the body")
         let growth = residentBytes() - rssBefore
         XCTAssertLessThan(growth, (64 << 10) + (8 << 20), "RSS grew by \(growth) bytes")
         await p.stop()

@@ -35,7 +35,9 @@ extension PluginVM {
             return .ok
         }
         switch MapType(rawValue: type) {
-        case .requestHeaders: return apply(&data.requestHeaders)
+        case .requestHeaders:
+            data.routeCacheCleared = true
+            return apply(&data.requestHeaders)
         case .requestTrailers: return apply(&data.requestTrailers)
         case .responseHeaders: return apply(&data.responseHeaders)
         case .responseTrailers: return apply(&data.responseTrailers)

@@ -262,6 +262,9 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
     if (is(ctx, "rewrite-path")) {
         pw_replace_header(PW_REQUEST_HEADERS, ":path", "/rewritten");
     }
+    /* StopAllIterationAndBuffer / AndWatermark: everything after the headers waits, unseen. */
+    if (is(ctx, "stop-all-buffer")) return 3;
+    if (is(ctx, "stop-all-watermark")) return 4;
     if (is(ctx, "upper-body")) {
         /* Hold the headers and read the whole body before the upstream sees anything. */
         pw_remove_header(PW_REQUEST_HEADERS, "content-length");

@@ -358,7 +358,7 @@ public final class SluiceServer: @unchecked Sendable {
                             try sync.addHandler(headTimeout!, position: .first)
                         }
                         try sync.addHandler(DownstreamErrorHandler(stats: runtime.stats, accessLog: slot.worker.accessLog, listener: name))
-                        try sync.addHandler(HTTPProxyHandler(listener: runtime, slot: slot, headTimeout: headTimeout, pipeline: pipelineCounters))
+                        try sync.addHandler(HTTP1Connection(listener: runtime, slot: slot, headTimeout: headTimeout, pipeline: pipelineCounters))
                     }
                 }
             }

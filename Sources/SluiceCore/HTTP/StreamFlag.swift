@@ -66,6 +66,15 @@ enum StreamFlag: Sendable, Equatable {
         }
     }
 
+    /// Envoy's response code details for an answer Sluice gave (the `response.code_details`
+    /// property, and what filters see in on_log).
+    var codeDetails: String {
+        switch self {
+        case .noRoute: return "route_not_found"
+        default: return label
+        }
+    }
+
     var envoyFlags: ResponseFlags {
         switch self {
         case .noRoute: return .noRouteFound

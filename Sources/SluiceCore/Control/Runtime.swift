@@ -5,13 +5,13 @@ import SluiceConfig
 final class ListenerRuntime: Sendable {
     let config: ListenerConfig
     let stats: ListenerStats
-    let router: Router
+    let routes: RouteTable
     let tcpCluster: ClusterRuntime?
 
     init(config: ListenerConfig, stats: StatsRegistry, clusters: [String: ClusterRuntime]) {
         self.config = config
         self.stats = stats.listeners[config.name]!
-        self.router = Router(routes: config.routes.map { route in
+        self.routes = RouteTable(routes: config.routes.map { route in
             var cluster: ClusterRuntime?
             if case .cluster(let target) = route.action { cluster = clusters[target.cluster] }
             return CompiledRoute(config: route, stats: stats.route(listener: config.name, route: route.name)!, cluster: cluster)

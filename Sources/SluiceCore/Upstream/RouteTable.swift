@@ -51,7 +51,7 @@ final class CompiledRoute: @unchecked Sendable {
     }
 }
 
-struct Router: Sendable {
+struct RouteTable: Sendable {
     let routes: [CompiledRoute]
 
     /// First match wins, in config order, as in Envoy's route tables.

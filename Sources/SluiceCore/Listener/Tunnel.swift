@@ -102,7 +102,7 @@ enum Tunnel {
             // the inbound path, so bytes a decoder had buffered flow on into the splice.
             let dp = downstream.pipeline.syncOperations
             try dp.addHandler(down)
-            for h in [try dp.handler(type: HTTPProxyHandler.self) as RemovableChannelHandler,
+            for h in [try dp.handler(type: HTTP1Connection.self) as RemovableChannelHandler,
                       try dp.handler(type: DownstreamErrorHandler.self),
                       try dp.handler(type: HTTPServerPipelineHandler.self),
                       try dp.handler(type: PipelineLimit.self)] {

@@ -1,0 +1,49 @@
+import NIOCore
+import NIOHTTP1
+
+/// What an `HTTPStream` needs from the connection it lives on. The stream does not know the
+/// protocol: HTTP/1.1's connection handler implements this today (framing, keep-alive and
+/// pipelining stay there); an HTTP/2 stream channel will implement it per stream.
+protocol StreamDownstream: AnyObject {
+    var eventLoop: EventLoop { get }
+    var allocator: ByteBufferAllocator { get }
+    /// The client can take more response bytes now (backpressure towards the upstream).
+    var isWritable: Bool { get }
+
+    /// An interim 100 Continue, for a client waiting to send its body.
+    func writeContinue()
+    /// The final response head, hop-by-hop headers already removed; the connection adds its
+    /// own framing and persistence headers.
+    func writeResponseHead(_ head: HTTPResponseHead, for stream: HTTPStream)
+    func writeResponseBody(_ buffer: ByteBuffer)
+    func writeResponseEnd(_ trailers: HTTPHeaders?)
+    func flush()
+    /// A 101 the upstream sent: written as it is; the tunnel follows.
+    func writeUpgradeResponse(_ head: HTTPResponseHead)
+
+    /// The request body may be read again (or must pause): the connection asks
+    /// `stream.wantsRequestData`.
+    func requestReadsChanged()
+    /// The response is complete but the request is not: returns true if the connection
+    /// reads the rest of the request away (so the stream ends when it is read), false if it
+    /// closes without reading (the stream ends now).
+    func shouldReadRestOfRequest(_ stream: HTTPStream) -> Bool
+    /// The protocol cannot carry on after this stream (a refused upgrade left HTTP/1.1's
+    /// parser in upgrade mode): the connection ends once the stream is over.
+    func closeAfterStream()
+    /// The stream is over, cleanly: the connection may take the next one.
+    func streamEnded(_ stream: HTTPStream)
+    /// The stream cannot end cleanly (HTTP/1.1 closes the connection; HTTP/2 resets the stream).
+    func resetStream(_ stream: HTTPStream)
+    /// The upstream switched protocols; both connections become a byte tunnel.
+    func startTunnel(to upstream: UpstreamConnection, clusterStats: ClusterStats)
+}
+
+/// Facts about the downstream connection a stream runs on.
+struct DownstreamConnectionInfo {
+    let id: UInt64
+    let remote: SocketAddress?
+    let local: SocketAddress?
+    /// The client's address as text, for X-Forwarded-For and the access log.
+    let clientAddress: String
+}
