@@ -262,21 +262,28 @@ final class EndpointPool: @unchecked Sendable {
             self.openConnections -= 1
             return self.eventLoop.makeFailedFuture(error)
         }.map { channel in
-            stats.connectionsTotal.increment()
-            stats.connectionsActive.increment()
-            let connection = UpstreamConnection(channel: channel, endpointIndex: endpointIndex, handler: handler)
-            // Strong capture of `connection`: the cycle handler → onClose → connection → handler
-            // is broken when the channel closes and `onClose` is cleared.
-            handler.onClose = { [weak self] in
-                stats.connectionsActive.decrement()
-                connection.closed = true
-                guard let self else { return }
-                self.openConnections -= 1
-                self.idle.removeAll { $0 === connection }
-                connection.handler.delegate?.upstreamClosed(connection)
-            }
-            return connection
+            self.adopt(channel, handler: handler, endpointIndex: endpointIndex)
         }
+    }
+
+    /// A connected channel becomes one of this pool's connections: counted, and when it
+    /// closes, removed and its current request told.
+    func adopt(_ channel: Channel, handler: UpstreamHandler, endpointIndex: Int) -> UpstreamConnection {
+        let stats = cluster.stats
+        stats.connectionsTotal.increment()
+        stats.connectionsActive.increment()
+        let connection = UpstreamConnection(channel: channel, endpointIndex: endpointIndex, handler: handler)
+        // Strong capture of `connection`: the cycle handler → onClose → connection → handler
+        // is broken when the channel closes and `onClose` is cleared.
+        handler.onClose = { [weak self] in
+            stats.connectionsActive.decrement()
+            connection.closed = true
+            guard let self else { return }
+            self.openConnections -= 1
+            self.idle.removeAll { $0 === connection }
+            connection.handler.delegate?.upstreamClosed(connection)
+        }
+        return connection
     }
 
     /// Returns a connection to the pool if its exchange ended cleanly: a fresh connection no
