@@ -57,22 +57,66 @@ public struct HostFunction {
     }
 }
 
-/// Raised by a host function to stop the guest (proc_exit, forbidden hostcall).
-public struct HostTrap: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
+/// Raised by a host function to stop the guest.
+public enum HostTrap: Error, CustomStringConvertible {
+    /// WASI proc_exit: the guest asked to end with this code.
+    case exit(UInt32)
+    /// A hostcall the guest may not make now (before the VM is ready, or a restricted phase).
+    case refused(String)
+
+    public var description: String {
+        switch self {
+        case .exit(let code): return "proc_exit(\(code))"
+        case .refused(let why): return why
+        }
+    }
+}
+
+/// Why a guest call did not complete normally, as a kind the host acts on (stats, policies)
+/// without reading message text.
+public enum WasmFailureKind: String, Sendable {
+    /// The guest trapped (unreachable, out of bounds, stack exhausted, ...).
+    case trap
+    /// The per-callback CPU budget ran out: the guest looped or worked too long.
+    case budgetExhausted = "cpu_budget_exhausted"
+    /// The guest called proc_exit.
+    case exit
+    /// A host function refused the call and stopped the guest.
+    case refusedHostcall = "refused_hostcall"
 }
 
 /// A guest call that did not complete normally.
 public enum WasmCallError: Error, CustomStringConvertible {
-    /// The guest trapped (unreachable, out of bounds, stack exhausted, ...), or a host function threw.
     case trap(String)
-    /// The per-callback CPU budget ran out: the guest looped or worked too long.
     case budgetExhausted
+    case exit(UInt32)
+    case refusedHostcall(String)
+
+    /// Engines map what their runtime threw through this: a host function's `HostTrap` keeps
+    /// its kind; anything else is a trap with the runtime's text.
+    public init(hostError error: Error) {
+        switch error {
+        case HostTrap.exit(let code): self = .exit(code)
+        case HostTrap.refused(let why): self = .refusedHostcall(why)
+        default: self = .trap(String(describing: error))
+        }
+    }
+
+    public var kind: WasmFailureKind {
+        switch self {
+        case .trap: return .trap
+        case .budgetExhausted: return .budgetExhausted
+        case .exit: return .exit
+        case .refusedHostcall: return .refusedHostcall
+        }
+    }
+
     public var description: String {
         switch self {
         case .trap(let m): return m
         case .budgetExhausted: return "CPU budget exhausted"
+        case .exit(let code): return "proc_exit(\(code))"
+        case .refusedHostcall(let why): return why
         }
     }
 }

@@ -43,5 +43,5 @@ public protocol PluginServices: AnyObject {
     /// A closure other threads can use to run work on this VM's thread (shared queues).
     var executor: @Sendable (@escaping @Sendable () -> Void) -> Void { get }
     /// The VM trapped or ran out of budget; it is already marked failed.
-    func vmFailed(_ vm: PluginVM, reason: String)
+    func vmFailed(_ vm: PluginVM, kind: WasmFailureKind, reason: String)
 }

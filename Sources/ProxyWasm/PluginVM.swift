@@ -144,7 +144,7 @@ public final class PluginVM {
                 _ = try start.call([])
             }
         } catch {
-            if case .trap(let message) = error, message.hasSuffix(ProcExit.marker + "0") {
+            if case .exit(0) = error {
                 return  // proc_exit(0) from a command module's _start is a normal end
             }
             throw PluginError.load("the module's start-up code failed: \(error)")
@@ -177,7 +177,7 @@ public final class PluginVM {
         do {
             return try fn.call(args)
         } catch {
-            fail("\(name) on context \(context): \(error)")
+            fail(error.kind, "\(name) on context \(context): \(error)")
             return nil
         }
     }
@@ -201,12 +201,12 @@ public final class PluginVM {
         if callDepth == 0 { work() } else { afterCall.append(work) }
     }
 
-    func fail(_ reason: String) {
+    func fail(_ kind: WasmFailureKind, _ reason: String) {
         guard !failed else { return }
         failed = true
         failureReason = reason
         services?.log(.critical, "plugin '\(identity.name)' failed and will not be called again: \(reason)")
-        services?.vmFailed(self, reason: reason)
+        services?.vmFailed(self, kind: kind, reason: reason)
     }
 
     /// Allocates `count` bytes in guest memory with the module's allocator (§4.5). During the
@@ -222,7 +222,7 @@ public final class PluginVM {
             guard UInt64(addr) + UInt64(count) <= UInt64(memory.byteCount) else { return nil }
             return addr
         } catch {
-            fail("allocator: \(error)")
+            fail(error.kind, "allocator: \(error)")
             return nil
         }
     }
@@ -422,4 +422,3 @@ public enum PluginError: Error, CustomStringConvertible {
 }
 
 /// proc_exit is delivered to the engine as a trap whose message carries this marker and code.
-enum ProcExit { static let marker = "proc_exit:" }

@@ -121,7 +121,7 @@ enum WASI {
                     if name == "proc_raise" { return UInt64(WASIErrno.nosys.rawValue) }
                     // The guest asked to stop: end the call as a trap (a module that exits
                     // mid-request cannot be trusted to continue), exit code in the message.
-                    throw HostTrap(ProcExit.marker + String(args.u32(0)))
+                    throw HostTrap.exit(args.u32(0))
                 })
             }
         }

@@ -190,11 +190,14 @@ final class WasmKitFunction: WasmFunction {
             owner.spareStack = consume stack
             results = try outcome.get()
         } catch let trap as Trap {
-            let text = trap.description
-            if text.contains("out of fuel") { throw .budgetExhausted }
-            throw .trap(text)
+            // The one place a runtime's error text is read: WasmKit keeps a trap's reason
+            // package-private, and a failed fuel charge leaves the remaining fuel as it was,
+            // so its description is all that tells budget exhaustion from other traps. The
+            // host above sees only the typed kind.
+            if trap.description.contains("out of fuel") { throw .budgetExhausted }
+            throw .trap(trap.description)
         } catch {
-            throw .trap(String(describing: error))
+            throw WasmCallError(hostError: error)
         }
         guard let first = results.first else { return nil }
         switch first {

@@ -18,9 +18,9 @@ enum HostCalls {
         func envTyped(_ name: String, _ type: WasmFunctionType, _ body: @escaping (PluginVM, HostArgs) -> WasmResult) {
             let safe = startupSafe.contains(name)
             table.append(HostFunction(module: "env", name: name, type: type) { args in
-                guard let vm = box.vm else { throw HostTrap("\(name) called before the VM was ready") }
+                guard let vm = box.vm else { throw HostTrap.refused("\(name) called before the VM was ready") }
                 if vm.phase != .normal && !safe {
-                    throw HostTrap("restricted_callback: \(name) may not be called during \(vm.phase == .startup ? "start-up" : "allocation")")
+                    throw HostTrap.refused("restricted_callback: \(name) may not be called during \(vm.phase == .startup ? "start-up" : "allocation")")
                 }
                 return UInt64(body(vm, args).rawValue)
             })

@@ -362,13 +362,18 @@ final class FilterChain {
     func localReply(status: Int, body: [UInt8], details: String, flag: StreamFlag?, startingAt: Int, headers: [(String, String)]) {
         guard !finished else { return }
         requestAborted = true
-        requestAboveWatermark = false
         localReplies += 1
         router.abort()
         let flag = flag ?? .filter(details)
         if stream.responseStarted || localReplies > 2 {
             stream.reset(flag)
             return
+        }
+        if requestAboveWatermark {
+            // What the filters held is moot now: the client may be read again (and the rest
+            // of its request dropped).
+            requestAboveWatermark = false
+            stream.requestReadsChanged()
         }
         stream.prepareLocalReply(status: status, headers: headers, bodyLength: body.count, details: details, flag: flag)
         response = Array(repeating: Progress(), count: slots.count)

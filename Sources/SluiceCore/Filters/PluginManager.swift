@@ -218,7 +218,7 @@ private final class CanaryServices: PluginServices {
     func setTickPeriod(vm: PluginVM, milliseconds: UInt32) {}
     func execute(_ work: @escaping () -> Void) {}
     var executor: @Sendable (@escaping @Sendable () -> Void) -> Void { { _ in } }
-    func vmFailed(_ vm: PluginVM, reason: String) {}
+    func vmFailed(_ vm: PluginVM, kind: WasmFailureKind, reason: String) {}
 }
 
 extension LogLevel {

@@ -118,8 +118,11 @@ final class PluginWorker: PluginServices {
         return { work in loop.execute(work) }
     }
 
-    func vmFailed(_ vm: PluginVM, reason: String) {
-        if reason.contains("CPU budget exhausted") { runtime.stats.budgetExhausted.increment() } else { runtime.stats.traps.increment() }
+    func vmFailed(_ vm: PluginVM, kind: WasmFailureKind, reason: String) {
+        switch kind {
+        case .budgetExhausted: runtime.stats.budgetExhausted.increment()
+        case .trap, .exit, .refusedHostcall: runtime.stats.traps.increment()
+        }
         tick?.cancel()
         tick = nil
         shared.queues.ownerGone(token: vm.ownerToken)

@@ -374,6 +374,7 @@ final class HTTPStream {
             downstream.streamEnded(self)
         } else {
             state = .discardingRequest(dropped: 0)
+            downstream.requestReadsChanged()  // reads may have been paused for the filters or the upstream
         }
     }
 
