@@ -44,6 +44,9 @@ class Origin(BaseHTTPRequestHandler):
         status, payload, ctype = 200, None, "application/json"
         if parts[0] == "bytes" and len(parts) > 1:
             payload, ctype = b"x" * int(parts[1]), "application/octet-stream"
+        elif parts[0] == "slow" and len(parts) > 1:
+            time.sleep(int(parts[1]) / 1000)
+            payload, ctype = b"slow\n", "text/plain"
         elif parts[0] == "status" and len(parts) > 1:
             status, payload, ctype = int(parts[1]), ("status %s\n" % parts[1]).encode(), "text/plain"
         else:

@@ -186,6 +186,19 @@ extension WasmFilterTests {
         await p.stop()
     }
 
+    /// A filter pausing the response headers while it makes ten callouts (the public SDK
+    /// example): the response waits until all ten have answered and the filter resumes.
+    func testAResponsePausedForTenCalloutsWaitsForAllOfThem() async throws {
+        let p = try await proxy(filters: [("c", "")])
+        let port = p.port()
+        let started = ContinuousClock.now
+        let r = try get(port, "ten-callouts")
+        XCTAssertEqual(r.status, 200)
+        XCTAssertEqual(r.header("x-callouts"), "all answered", "the response left before the filter resumed it")
+        XCTAssertGreaterThanOrEqual(ContinuousClock.now - started, .milliseconds(100), "held for at least one callout's 100 ms")
+        await p.stop()
+    }
+
     /// A local answer from a body callback on a routed stream, then the next request on the
     /// same connection: answered, not swallowed.
     func testALocalReplyFromABodyCallbackLeavesTheConnectionUsable() async throws {

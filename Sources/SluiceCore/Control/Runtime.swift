@@ -41,6 +41,7 @@ final class Worker: @unchecked Sendable {
     let eventLoop: EventLoop
     let clusters: [String: ClusterLoopState]
     let accessLog: AccessLogBuffer
+    let requestIDs = RequestIDSource()
     /// This worker's VM of each plugin (and per-route variant), keyed like PluginManager's.
     var plugins: [String: PluginWorker] = [:]
 

@@ -397,7 +397,14 @@ final class SlotActions: HTTPStreamActions {
     private func later(_ work: @escaping (FilterChain) -> Void) {
         guard let chain else { return }
         chain.stream.eventLoop.assumeIsolatedUnsafeUnchecked().execute { [weak chain] in
-            if let chain { work(chain) }
+            // A live chain means a live stream (the stream is the chain's only owner); held
+            // here because the work may end the stream and its connection may let it go.
+            guard let chain else { return }
+            let stream = chain.stream
+            work(chain)
+            // Outside any read: what the resume wrote goes out now.
+            stream.downstream.flush()
+            chain.router.flushUpstream()
         }
     }
 

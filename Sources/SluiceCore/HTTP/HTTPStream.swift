@@ -53,14 +53,14 @@ final class HTTPStream {
     private(set) var chain: FilterChain!
     /// What the filters read and change; nil without filters.
     private var filterData: HTTPStreamData?
-    /// The response head while no filter needs it as a header map.
-    private var responseHead = HTTPResponseHead(version: .http1_1, status: .ok)
+    /// The response head while no filter needs it as a header map (taken when written).
+    private var responseHead: HTTPResponseHead?
 
     // Facts for the access log.
     private let startDate = Date()
-    let startTime = NIODeadline.now()
+    let startTime: NIODeadline
     /// When bytes last moved for this stream either way (stream idle timeout).
-    var lastActivity = NIODeadline.now()
+    var lastActivity: NIODeadline
     private(set) var status = 0
     private(set) var flag: StreamFlag?
     private var bytesReceived = 0
@@ -77,8 +77,10 @@ final class HTTPStream {
         self.request = request
         self.authority = authority
         self.framing = framing
+        startTime = .now()
+        lastActivity = startTime
         let id = request.headers.first(name: "x-request-id") ?? ""
-        self.requestID = id.isEmpty ? RequestID.make() : id
+        self.requestID = id.isEmpty ? worker.requestIDs.make() : id
     }
 
     var eventLoop: EventLoop { downstream.eventLoop }
@@ -266,9 +268,8 @@ final class HTTPStream {
     }
 
     /// The upstream's response head enters the chain's response side.
-    func receiveUpstreamHead(_ head: HTTPResponseHead, endOfStream: Bool) {
+    func receiveUpstreamHead(_ head: consuming HTTPResponseHead, endOfStream: Bool) {
         lastActivity = .now()
-        var head = head
         stripHopByHop(&head.headers)
         status = Int(head.status.code)
         if let data = filterData {
@@ -329,7 +330,7 @@ final class HTTPStream {
         case .awaitingResponse: state = .responding
         default: return
         }
-        var head = responseHead
+        var head = responseHead.take() ?? HTTPResponseHead(version: .http1_1, status: .internalServerError)
         if let data = filterData, let map = data.responseHeaders {
             // The hostcalls accept only final statuses; a map that still holds something
             // else (it cannot, but this is where the value takes effect) is answered as 500.
@@ -352,7 +353,10 @@ final class HTTPStream {
             listener.stats.bytesSent.increment(by: buffer.readableBytes)
             downstream.writeResponseBody(buffer)
         }
-        if endOfStream { endResponse(nil) } else { downstream.flush() }
+        // Not flushed here: the connection flushes when the upstream read that carried this
+        // data completes (one writev per read, not per part), and a filter's resume flushes
+        // when it is done.
+        if endOfStream { endResponse(nil) }
     }
 
     func encodeTrailers(_ trailers: HTTPHeaders) {

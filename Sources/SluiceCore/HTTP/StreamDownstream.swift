@@ -14,7 +14,7 @@ protocol StreamDownstream: AnyObject {
     func writeContinue()
     /// The final response head, hop-by-hop headers already removed; the connection adds its
     /// own framing and persistence headers.
-    func writeResponseHead(_ head: HTTPResponseHead, for stream: HTTPStream)
+    func writeResponseHead(_ head: consuming HTTPResponseHead, for stream: HTTPStream)
     func writeResponseBody(_ buffer: ByteBuffer)
     func writeResponseEnd(_ trailers: HTTPHeaders?)
     func flush()

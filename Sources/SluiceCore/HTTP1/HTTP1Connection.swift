@@ -212,8 +212,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler, Stre
         context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: requestVersion, status: .continue))), promise: nil)
     }
 
-    func writeResponseHead(_ head: HTTPResponseHead, for stream: HTTPStream) {
-        var head = head
+    func writeResponseHead(_ head: consuming HTTPResponseHead, for stream: HTTPStream) {
         head.version = requestVersion
         // A response that starts before the whole request arrived ends the connection: the
         // rest of the request is read away, then the connection closes.

@@ -14,6 +14,9 @@ static uint32_t queue_id;
 /* Per stream: the x-test mode, and the callout token if one is pending. */
 static char modes[MAX_CONTEXTS][32];
 static uint32_t callout_stream[64];
+/* ten-callouts: which callouts belong to a response fan-out, and how many are outstanding. */
+static uint8_t callout_fanout[64];
+static uint32_t fanout_pending[MAX_CONTEXTS];
 static uint32_t response_chunks[MAX_CONTEXTS];
 
 static const char *mode(uint32_t ctx) { return modes[ctx % MAX_CONTEXTS]; }
@@ -345,6 +348,15 @@ PW_EXPORT(proxy_on_request_body) uint32_t on_request_body(uint32_t ctx, uint32_t
 PW_EXPORT(proxy_on_http_call_response) void on_http_call_response(uint32_t root, uint32_t token, uint32_t nheaders, uint32_t body_size, uint32_t ntrailers) {
     uint32_t stream = callout_stream[token % 64];
     if (proxy_set_effective_context(stream) != PW_OK) return;  /* the stream is gone */
+    if (callout_fanout[token % 64]) {
+        /* The public SDK pattern: the response waits until every callout has answered. */
+        callout_fanout[token % 64] = 0;
+        if (--fanout_pending[stream % MAX_CONTEXTS] == 0) {
+            pw_add_header(PW_RESPONSE_HEADERS, "x-callouts", "all answered");
+            proxy_continue_stream(PW_STREAM_RESPONSE);
+        }
+        return;
+    }
     if (nheaders == 0) {
         pw_send_response(503, "authz unavailable\n", NULL, NULL, 0);
         return;
@@ -369,6 +381,22 @@ PW_EXPORT(proxy_on_response_headers) uint32_t on_response_headers(uint32_t ctx, 
     pw_add_header(PW_RESPONSE_HEADERS, "x-c-saw-status", status ? status : "?");
     free(status);
     if (is(ctx, "append-response")) pw_remove_header(PW_RESPONSE_HEADERS, "content-length");
+    if (is(ctx, "ten-callouts")) {
+        /* Pause the response while ten callouts run (each answers after 100 ms). */
+        const char *k[] = {":method", ":path", ":authority"}, *v[] = {"GET", "/slow/100", "authz.local"};
+        size_t hlen = 0;
+        char *h = pw_serialize_pairs(k, v, 3, &hlen);
+        fanout_pending[ctx % MAX_CONTEXTS] = 0;
+        for (int i = 0; i < 10; i++) {
+            uint32_t token = 0;
+            if (proxy_http_call("authz", 5, h, hlen, "", 0, "", 0, 5000, &token) != PW_OK) continue;
+            callout_stream[token % 64] = ctx;
+            callout_fanout[token % 64] = 1;
+            fanout_pending[ctx % MAX_CONTEXTS]++;
+        }
+        free(h);
+        return PW_PAUSE;
+    }
     if (strncmp(mode(ctx), "set-status=", 11) == 0) {
         /* Sets :status to the raw text the test names; the result code goes to the client. */
         pw_status s = pw_replace_header(PW_RESPONSE_HEADERS, ":status", mode(ctx) + 11);
