@@ -29,8 +29,8 @@ Standard library only; about 30 s. The two bootstraps, both proxies' logs and ev
 outcome (wire-results.json) go to envoy-compat/out/ (git-ignored).
 
 Notes: after some local replies with connection: close (its 403, and the 400 without a body),
-Envoy closes only when its delayed_close_timeout (1 s) fires, hence CLOSE_WINDOW of 1.5 s. Sluice ignores http_protocol_options (it always serves
-HTTP/1.0) and says so in its log.
+Envoy closes only when its delayed_close_timeout (1 s) fires, hence CLOSE_WINDOW of 1.5 s. Sluice reads http_protocol_options but serves
+HTTP/1.0 whatever accept_http_10 says (HOST-DIFFERENCES #27).
 """
 import json, os, re, select, shutil, signal, socket, subprocess, sys, sysconfig, threading, time, urllib.request
 

@@ -336,7 +336,7 @@ struct ConfigDecoder {
 
     func decodePlugin(_ node: Node, _ path: String) -> PluginConfig? {
         guard let m = reader.mapping(node, path, allowed: ["name", "module", "root_id", "vm_id", "configuration", "vm_configuration", "environment", "failure_policy", "cpu_budget", "http_call_any_host", "max_memory_mb", "buffer_limit_kb", "rollout",
-                                                         "allow_on_headers_stop_iteration"]) else { return nil }
+                                                         "allow_on_headers_stop_iteration", "runtime"]) else { return nil }
         let name = m.string("name", required: true, what: "the plugin's name")
         let module = m.string("module", required: true, what: "the path of a .wasm module")
         var resolved = module ?? ""
@@ -377,6 +377,13 @@ struct ConfigDecoder {
         plugin.maxMemoryBytes = m.int("max_memory_mb", range: 1...4096, default: 256) << 20
         plugin.bufferLimitBytes = m.int("buffer_limit_kb", range: 1...1_048_576, default: 1024) << 10
         plugin.allowOnHeadersStopIteration = m.bool("allow_on_headers_stop_iteration", default: false)
+        if let runtime = m.string("runtime") {
+            if let known = WasmRuntime(rawValue: runtime) {
+                plugin.runtime = known
+            } else {
+                reader.report(m.node("runtime"), m.keyPath("runtime"), "unknown runtime '\(runtime)' (one of: \(WasmRuntime.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+        }
         if let rollout = m.node("rollout"), let rm = reader.mapping(rollout, m.keyPath("rollout"), allowed: ["module", "weight"]) {
             if let path = rm.string("module", required: true, what: "the path of the new module version") {
                 let resolvedRollout = path.hasPrefix("/") || baseDirectory == nil ? path : URL(fileURLWithPath: baseDirectory!).appendingPathComponent(path).standardizedFileURL.path

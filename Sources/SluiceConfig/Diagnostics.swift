@@ -8,18 +8,26 @@ public struct ConfigDiagnostic: Sendable, Equatable, CustomStringConvertible, Er
     /// Dotted path with indices, e.g. `listeners[0].routes[2].cluster`.
     public var keyPath: String
     public var message: String
+    public var severity: Severity
 
-    public init(file: String, line: Int, column: Int, keyPath: String, message: String) {
+    /// `error`: the config is wrong. `unsupported`: valid (Envoy would run it) but it asks for
+    /// something Sluice does not implement, so running it would behave differently.
+    public enum Severity: String, Sendable {
+        case error, unsupported
+    }
+
+    public init(file: String, line: Int, column: Int, keyPath: String, message: String, severity: Severity = .error) {
         self.file = file
         self.line = line
         self.column = column
         self.keyPath = keyPath
         self.message = message
+        self.severity = severity
     }
 
     public var description: String {
         let where_ = keyPath.isEmpty ? "" : "\(keyPath): "
-        return "\(file):\(line):\(column): error: \(where_)\(message)"
+        return "\(file):\(line):\(column): \(severity.rawValue): \(where_)\(message)"
     }
 }
 

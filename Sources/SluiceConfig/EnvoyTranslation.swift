@@ -44,7 +44,9 @@ public enum EnvoyTranslation {
         }
         let t = Translator(file: file, baseDirectory: baseDirectory)
         let config = t.bootstrap(root)
-        if !t.errors.isEmpty { throw ConfigError(t.errors) }
+        // Fatal problems and unsupported fields are reported together: fixing one layer
+        // should not reveal the next.
+        if !t.errors.isEmpty { throw ConfigError(t.errors + t.unsupported) }
         // The result must also be a valid Sluice configuration (names, references, ports).
         do {
             _ = try ConfigLoader.validate(config, file: file)
@@ -58,10 +60,18 @@ public enum EnvoyTranslation {
 extension ConfigLoader {
     /// Loads Sluice YAML or an Envoy bootstrap (detected from its top-level keys). Envoy fields
     /// Sluice does not implement come back as `unsupported`.
-    public static func loadAny(file path: String, forceEnvoy: Bool = false) throws(ConfigError) -> (config: SluiceConfiguration, unsupported: [ConfigDiagnostic]) {
+    ///
+    /// An Envoy bootstrap that uses something Sluice does not implement would run differently
+    /// from how Envoy runs it, so it is refused (every such field listed) unless
+    /// `allowUnsupported` (the operator's explicit `--allow-unsupported`).
+    public static func loadAny(file path: String, forceEnvoy: Bool = false, allowUnsupported: Bool = false) throws(ConfigError) -> (config: SluiceConfiguration, unsupported: [ConfigDiagnostic]) {
         let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
         if forceEnvoy || EnvoyTranslation.looksLikeEnvoy(yaml: text) || path.hasSuffix(".json") {
             let r = try EnvoyTranslation.load(file: path)
+            if !r.unsupported.isEmpty && !allowUnsupported {
+                throw ConfigError(r.unsupported + [ConfigDiagnostic(file: path, line: 1, column: 1, keyPath: "",
+                    message: "\(r.unsupported.count) field(s) above are not supported by Sluice and would change how traffic is handled; refusing to run (pass --allow-unsupported to run anyway)")])
+            }
             return (r.config, r.unsupported)
         }
         return (try load(file: path), [])
@@ -92,15 +102,17 @@ private final class Translator {
         errors.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: path, message: message))
     }
 
-    /// Reports every key of `node` not in `known` as unsupported.
+    /// Reports every key of `node` not in `known` as unsupported. Keys are compared in their
+    /// proto (snake_case) spelling, whichever spelling the file used.
     func check(_ node: Node, _ path: String, known: Set<String>) {
         guard case .mapping(let m) = node else { return }
         for (k, v) in m {
-            guard let key = k.scalar?.string else { continue }
+            guard let raw = k.scalar?.string else { continue }
+            let key = EnvoyNames.snakeCase(raw)
             if !known.contains(key) && key != "@type" {
                 let (l, c) = mark(k)
                 let p = path.isEmpty ? key : "\(path).\(key)"
-                unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: p, message: "not supported by Sluice (ignored): \(describe(v))"))
+                unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: p, message: "not supported by Sluice: \(describe(v))", severity: .unsupported))
             }
         }
     }
@@ -114,19 +126,62 @@ private final class Translator {
         }
     }
 
-    func map(_ node: Node?, _ key: String) -> Node? { node?.mapping?[Node(key)] }
+    /// A field by its proto name, written either way protobuf's JSON mapping accepts:
+    /// `stat_prefix` or `statPrefix`.
+    func map(_ node: Node?, _ key: String) -> Node? {
+        guard let m = node?.mapping else { return nil }
+        if let v = m[Node(key)] { return v }
+        let camel = EnvoyNames.lowerCamelCase(key)
+        return camel == key ? nil : m[Node(camel)]
+    }
     func str(_ node: Node?, _ key: String) -> String? { map(node, key)?.scalar?.string }
+    /// An enum value: Envoy parses enum names case-insensitively (`strict_dns`, `STRICT_DNS`).
+    func enumName(_ node: Node?, _ key: String) -> String? { str(node, key)?.uppercased() }
+    /// A repeated field. Like Envoy's loader, a single value where a list is expected is a
+    /// list of one.
     func list(_ node: Node?, _ key: String) -> [Node] {
-        guard let n = map(node, key), case .sequence(let s) = n else { return [] }
-        return Array(s)
+        guard let n = map(node, key) else { return [] }
+        if case .sequence(let s) = n { return Array(s) }
+        if case .scalar(let s) = n, s.string == "null" || s.string == "~" { return [] }
+        return [n]
+    }
+
+    /// Which extension a filter entry configures, and the message that configures it: chosen
+    /// by `typed_config`'s `@type` (unwrapping udpa/xds TypedStruct), as Envoy does, so
+    /// `name` is only a label; by name (canonical or deprecated) when there is no typed_config.
+    func resolveExtension(_ filter: Node, _ path: String) -> (kind: EnvoyNames.Extension, config: Node?, configPath: String) {
+        let name = str(filter, "name") ?? ""
+        guard let typed = map(filter, "typed_config") else {
+            return (EnvoyNames.resolve(named: name), nil, path)
+        }
+        guard var url = str(typed, "@type") else {
+            error(typed, path + ".typed_config", "typed_config needs an @type")
+            return (.other(name), nil, path)
+        }
+        var body: Node = typed
+        var bodyPath = path + ".typed_config"
+        if EnvoyNames.isTypedStruct(url) {
+            check(typed, bodyPath, known: ["type_url", "value"])
+            url = str(typed, "type_url") ?? ""
+            body = map(typed, "value") ?? Node.mapping(Node.Mapping([]))
+            bodyPath += ".value"
+        }
+        let kind = EnvoyNames.resolve(typeURL: url)
+        if case .other = kind, !EnvoyNames.isKnownType(url) {
+            error(typed, path + ".typed_config", "unknown extension type '\(url)'")
+        }
+        return (kind, body, bodyPath)
     }
 
     /// Envoy durations: "5s", "0.25s", or {seconds, nanos}.
     func duration(_ node: Node?) -> Duration? {
         guard let node else { return nil }
         if let s = node.scalar?.string {
-            let t = s.hasSuffix("s") ? String(s.dropLast()) : s
-            guard let v = Double(t) else { return nil }
+            // protobuf's JSON form: decimal seconds with an "s" suffix ("5s", "0.25s").
+            guard s.hasSuffix("s"), let v = Double(s.dropLast()), v.isFinite, v >= 0 else {
+                error(node, "", "'\(s)' is not a duration (Envoy writes seconds with an s suffix: \"5s\", \"0.25s\")")
+                return nil
+            }
             return .nanoseconds(Int64(v * 1e9))
         }
         let secs = Double(str(node, "seconds") ?? "0") ?? 0, nanos = Double(str(node, "nanos") ?? "0") ?? 0
@@ -149,12 +204,8 @@ private final class Translator {
 
     func bootstrap(_ root: Node) -> SluiceConfiguration {
         var config = SluiceConfiguration()
-        check(root, "", known: ["admin", "static_resources", "node", "layered_runtime", "stats_config", "overload_manager"])
-        for benign in ["node", "layered_runtime", "stats_config", "overload_manager"] where map(root, benign) != nil {
-            // Identity and runtime knobs without a Sluice equivalent: reported, not fatal.
-            let (l, c) = mark(map(root, benign))
-            unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: benign, message: "not supported by Sluice (ignored)"))
-        }
+        // `node` only names this proxy; everything else Sluice does not implement is reported.
+        check(root, "", known: ["admin", "static_resources", "node"])
         if let admin = map(root, "admin") {
             check(admin, "admin", known: ["address", "access_log_path", "access_log"])
             if let a = socketAddress(map(admin, "address"), "admin.address") { config.admin.address = a }
@@ -183,26 +234,27 @@ private final class Translator {
         }
         if chains.count > 1 {
             let (l, c) = mark(chains[1])
-            unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: path + ".filter_chains[1]", message: "only the first filter chain is used (no filter_chain_match)"))
+            unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: path + ".filter_chains[1]", message: "only the first filter chain is used (no filter_chain_match)", severity: .unsupported))
         }
         check(chain, path + ".filter_chains[0]", known: ["filters"])
         var listener = ListenerConfig(name: name, address: address)
         for (i, f) in list(chain, "filters").enumerated() {
             let fpath = path + ".filter_chains[0].filters[\(i)]"
-            let typed = map(f, "typed_config")
-            switch str(f, "name") {
-            case "envoy.filters.network.http_connection_manager":
+            check(f, fpath, known: ["name", "typed_config"])
+            let (kind, typed, typedPath) = resolveExtension(f, fpath)
+            switch kind {
+            case .httpConnectionManager:
                 listener.proto = .http
-                if let typed { translateHCM(typed, fpath + ".typed_config", listener: &listener) }
-            case "envoy.filters.network.tcp_proxy":
+                if let typed { translateHCM(typed, typedPath, listener: &listener) }
+            case .tcpProxy:
                 listener.proto = .tcp
                 if let typed {
-                    check(typed, fpath + ".typed_config", known: ["stat_prefix", "cluster"])
+                    check(typed, typedPath, known: ["stat_prefix", "cluster"])
                     listener.tcpCluster = str(typed, "cluster")
                 }
             default:
                 let (l, c) = mark(f)
-                unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: fpath, message: "network filter '\(str(f, "name") ?? "?")' is not supported"))
+                unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: fpath, message: "network filter '\(kind.label)' is not supported", severity: .unsupported))
             }
         }
         return listener
@@ -210,7 +262,11 @@ private final class Translator {
 
     func translateHCM(_ hcm: Node, _ path: String, listener: inout ListenerConfig) {
         check(hcm, path, known: ["stat_prefix", "codec_type", "route_config", "http_filters", "stream_idle_timeout",
-                                 "request_timeout", "request_headers_timeout", "common_http_protocol_options"])
+                                 "request_timeout", "request_headers_timeout", "common_http_protocol_options", "http_protocol_options"])
+        // Sluice serves HTTP/1.0 whatever accept_http_10 says (docs/HOST-DIFFERENCES.md #27).
+        if let options = map(hcm, "http_protocol_options") {
+            check(options, path + ".http_protocol_options", known: ["accept_http_10"])
+        }
         // Timeouts keep Envoy's meaning; where the bootstrap is silent, Sluice's (safer)
         // defaults stay (docs/HOST-DIFFERENCES.md).
         if let t = duration(map(hcm, "stream_idle_timeout")) { listener.streamIdleTimeout = t }
@@ -222,32 +278,50 @@ private final class Translator {
             if let t = duration(map(options, "max_connection_duration")) { listener.maxConnectionDuration = t }
         }
         let rc = map(hcm, "route_config")
-        if let rc { check(rc, path + ".route_config", known: ["name", "virtual_hosts"]) }
+        if let rc { check(rc, path + ".route_config", known: ["name", "virtual_hosts", "ignore_port_in_host_matching"]) }
+        let ignorePort = str(rc, "ignore_port_in_host_matching") == "true"
+        var seenDomains: [String: String] = [:]
         for (v, vhost) in list(rc, "virtual_hosts").enumerated() {
             let vpath = path + ".route_config.virtual_hosts[\(v)]"
             check(vhost, vpath, known: ["name", "domains", "routes"])
-            let domains = list(vhost, "domains").compactMap { $0.scalar?.string }
-            let hosts = domains.contains("*") ? [] : domains.map { HostMatch(pattern: $0) }
+            let vname = str(vhost, "name") ?? "vhost_\(v)"
+            let domainNodes = list(vhost, "domains")
+            if domainNodes.isEmpty { error(vhost, vpath + ".domains", "a virtual host needs at least one domain") }
+            var domains: [String] = []
+            for node in domainNodes {
+                guard let d = node.scalar?.string.lowercased() else { continue }
+                // As Envoy: a domain may appear in one virtual host only.
+                if let other = seenDomains[d] {
+                    error(node, vpath + ".domains", "domain '\(d)' is also in virtual host '\(other)' (Envoy allows each domain once per route config)")
+                }
+                seenDomains[d] = vname
+                domains.append(d)
+            }
+            let ref = VirtualHostRef(index: v, name: vname, domains: domains, ignorePort: ignorePort)
             for (r, routeNode) in list(vhost, "routes").enumerated() {
                 let rpath = vpath + ".routes[\(r)]"
-                if let route = translateRoute(routeNode, rpath, hosts: hosts, index: listener.routes.count, listener: listener.name) {
+                if var route = translateRoute(routeNode, rpath, hosts: [], index: listener.routes.count, listener: listener.name) {
+                    route.virtualHost = ref
                     listener.routes.append(route)
                 }
             }
         }
         for (i, f) in list(hcm, "http_filters").enumerated() {
             let fpath = path + ".http_filters[\(i)]"
-            switch str(f, "name") {
-            case "envoy.filters.http.router": check(f, fpath, known: ["name", "typed_config"])
-            case "envoy.filters.http.wasm":
-                check(f, fpath, known: ["name", "typed_config"])
-                if let plugin = translateWasm(map(map(f, "typed_config"), "config"), fpath + ".typed_config.config") {
+            check(f, fpath, known: ["name", "typed_config"])
+            let (kind, typed, typedPath) = resolveExtension(f, fpath)
+            switch kind {
+            case .router:
+                if let typed { check(typed, typedPath, known: []) }
+            case .wasm:
+                if let typed { check(typed, typedPath, known: ["config"]) }
+                if let plugin = translateWasm(map(typed, "config"), typedPath + ".config") {
                     plugins.append(plugin)
                     listener.httpFilters.append(plugin.name)
                 }
             default:
                 let (l, c) = mark(f)
-                unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: fpath, message: "HTTP filter '\(str(f, "name") ?? "?")' is not supported"))
+                unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: fpath, message: "HTTP filter '\(kind.label)' is not supported", severity: .unsupported))
             }
         }
     }
@@ -314,12 +388,20 @@ private final class Translator {
             for (k, v) in m { if let key = k.scalar?.string { plugin.environment[key] = v.scalar?.string ?? "" } }
         }
         // Envoy's default is FAIL_CLOSED; fail_open: true (deprecated) means FAIL_OPEN.
-        switch str(config, "failure_policy") {
+        switch enumName(config, "failure_policy") {
         case "FAIL_OPEN": plugin.failurePolicy = .failOpen
         case "FAIL_RELOAD": plugin.failurePolicy = .reload
         default: plugin.failurePolicy = str(config, "fail_open") == "true" ? .failOpen : .failClosed
         }
         plugin.allowOnHeadersStopIteration = str(config, "allow_on_headers_stop_iteration") == "true"
+        let runtimeName = str(vm, "runtime") ?? ""
+        if let runtime = WasmRuntime.fromEnvoy(runtimeName) {
+            plugin.runtime = runtime
+        } else if runtimeName == "envoy.wasm.runtime.null" {
+            error(map(vm, "runtime"), path + ".vm_config.runtime", "the null runtime runs filters compiled into Envoy itself; Sluice runs .wasm modules (use envoy.wasm.runtime.v8 or wasmtime)")
+        } else {
+            error(map(vm, "runtime"), path + ".vm_config.runtime", "unknown Wasm runtime '\(runtimeName)'")
+        }
         return plugin
     }
 
@@ -340,7 +422,7 @@ private final class Translator {
             error(node, path, "a cluster needs a name")
             return nil
         }
-        let type = str(node, "type") ?? "STATIC"
+        let type = enumName(node, "type") ?? "STATIC"
         if !["STATIC", "STRICT_DNS", "LOGICAL_DNS"].contains(type) {
             error(map(node, "type"), path + ".type", "cluster type \(type) is not supported (STATIC, STRICT_DNS, LOGICAL_DNS)")
         }
@@ -357,7 +439,7 @@ private final class Translator {
             }
         }
         var cluster = ClusterConfig(name: name, endpoints: endpoints)
-        switch str(node, "lb_policy") ?? "ROUND_ROBIN" {
+        switch enumName(node, "lb_policy") ?? "ROUND_ROBIN" {
         case "ROUND_ROBIN": cluster.lb = .roundRobin
         case "LEAST_REQUEST": cluster.lb = .leastRequest
         case "RANDOM": cluster.lb = .random

@@ -249,11 +249,31 @@ public struct RouteConfig: Sendable, Equatable {
     public var action: RouteAction
     /// Per-route plugin control, keyed by plugin name.
     public var plugins: [String: RoutePluginOverride]
-    public init(name: String, match: RouteMatch, action: RouteAction, plugins: [String: RoutePluginOverride] = [:]) {
+    /// The Envoy virtual host this route belongs to (routes from an Envoy bootstrap). With
+    /// virtual hosts the host is matched Envoy's way: the virtual host is chosen first by its
+    /// domains, then the first matching route in it.
+    public var virtualHost: VirtualHostRef?
+    public init(name: String, match: RouteMatch, action: RouteAction, plugins: [String: RoutePluginOverride] = [:], virtualHost: VirtualHostRef? = nil) {
         self.name = name
         self.match = match
         self.action = action
         self.plugins = plugins
+        self.virtualHost = virtualHost
+    }
+}
+
+/// An Envoy virtual host: its position in the route config, name and domains (lower-cased).
+public struct VirtualHostRef: Sendable, Equatable {
+    public var index: Int
+    public var name: String
+    public var domains: [String]
+    /// route_config.ignore_port_in_host_matching: the Host's port is dropped before matching.
+    public var ignorePort: Bool
+    public init(index: Int, name: String, domains: [String], ignorePort: Bool = false) {
+        self.index = index
+        self.name = name
+        self.domains = domains
+        self.ignorePort = ignorePort
     }
 }
 
@@ -357,6 +377,8 @@ public struct PluginConfig: Sendable, Equatable {
     /// Envoy's allow_on_headers_stop_iteration (default false, as in Envoy 1.35+): whether a
     /// filter that returns StopIteration from a headers callback still gets body callbacks.
     public var allowOnHeadersStopIteration = false
+    /// The Wasm engine that runs the module.
+    public var runtime: WasmRuntime = .wasmkit
     /// VM configuration (proxy_on_vm_start); same encoding rules as `configuration`.
     public var vmConfiguration: String
     /// Gradual rollout: a second module version taking `rolloutWeight` percent of streams.
@@ -391,5 +413,22 @@ public struct AccessLogConfig: Sendable, Equatable {
     public init(format: AccessLogFormat = .default, path: String = "-") {
         self.format = format
         self.path = path
+    }
+}
+
+/// Wasm engines Sluice can run a plugin on.
+public enum WasmRuntime: String, Sendable, Equatable, CaseIterable {
+    /// WasmKit, an interpreter in Swift (fuel-metered, software bounds checks).
+    case wasmkit
+
+    /// Envoy's `vm_config.runtime` names. Every engine that runs a `.wasm` file maps to the
+    /// engine Sluice has; `null` (filters compiled into Envoy itself) has no equivalent.
+    public static func fromEnvoy(_ name: String) -> WasmRuntime? {
+        switch name {
+        case "", "envoy.wasm.runtime.v8", "envoy.wasm.runtime.wasmtime", "envoy.wasm.runtime.wamr", "envoy.wasm.runtime.wavm":
+            return .wasmkit
+        default:
+            return nil
+        }
     }
 }

@@ -32,6 +32,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
+    @Flag(help: "Run an Envoy bootstrap even if it uses fields Sluice does not implement (they are listed and ignored).")
+    var allowUnsupported: Bool = false
+
     @Flag(inversion: .prefixedNo, help: "Reload when the config file or a plugin module changes.")
     var watch: Bool = true
 
@@ -42,7 +45,7 @@ struct Run: AsyncParsableCommand {
         }
         let parsed: SluiceConfiguration
         do {
-            let (loaded, unsupported) = try ConfigLoader.loadAny(file: path, forceEnvoy: envoyConfig != nil)
+            let (loaded, unsupported) = try ConfigLoader.loadAny(file: path, forceEnvoy: envoyConfig != nil, allowUnsupported: allowUnsupported)
             for u in unsupported { logger.warning("\(u.description)") }
             parsed = loaded
         } catch {
@@ -58,6 +61,7 @@ struct Run: AsyncParsableCommand {
             throw ExitCode(1)
         }
         server.configPath = path
+        server.allowUnsupported = allowUnsupported
         if watch { server.watchFiles() }
         // SIGHUP reloads (any number of times); SIGTERM or SIGINT drains and stops.
         let signals = SignalStream(reload: { Task { await server.reload() } })
@@ -80,8 +84,8 @@ struct Validate: ParsableCommand {
     func run() throws {
         guard let file = envoyConfig ?? file else { throw ValidationError("give FILE or --envoy-config FILE") }
         do {
-            let (config, unsupported) = try ConfigLoader.loadAny(file: file, forceEnvoy: envoyConfig != nil)
-            for u in unsupported { print(u.description.replacingOccurrences(of: ": error: ", with: ": unsupported: ")) }
+            let (config, unsupported) = try ConfigLoader.loadAny(file: file, forceEnvoy: envoyConfig != nil, allowUnsupported: true)
+            for u in unsupported { print(u.description) }
             print("\(file): ok (\(config.listeners.count) listeners, \(config.clusters.count) clusters, \(config.plugins.count) plugins)\(unsupported.isEmpty ? "" : ", \(unsupported.count) unsupported field(s) listed above")")
             if !unsupported.isEmpty { throw ExitCode(2) }
         } catch let error as ExitCode {

@@ -63,7 +63,8 @@ final class EnvoyTranslationTests: XCTestCase {
         let edge = c.listeners[0]
         XCTAssertEqual(edge.address.port, 10000)
         XCTAssertEqual(edge.routes.count, 2)
-        XCTAssertEqual(edge.routes[0].match.hosts, [.exact("api.example.com"), .suffix(".api.example.com")], "virtual host domains become host matches")
+        XCTAssertEqual(edge.routes[0].virtualHost, VirtualHostRef(index: 0, name: "api", domains: ["api.example.com", "*.api.example.com"]),
+                       "routes keep their virtual host, whose domains are matched Envoy's way")
         XCTAssertEqual(edge.routes[0].match.path, .prefix("/v1/"))
         XCTAssertEqual(edge.routes[0].match.headers, [HeaderMatch(name: "x-canary", value: "1")])
         guard case .cluster(let target) = edge.routes[0].action else { return XCTFail() }
@@ -155,6 +156,103 @@ final class EnvoyTranslationTests: XCTestCase {
         let broken = bootstrap.replacingOccurrences(of: "route: { cluster: api,", with: "route: { cluster: nowhere,")
         XCTAssertThrowsError(try EnvoyTranslation.translate(yaml: broken, file: "envoy.yaml")) { error in
             XCTAssertTrue("\(error)".contains("unknown cluster 'nowhere'"), "\(error)")
+        }
+    }
+    // MARK: Envoy's loading rules
+
+    /// The same bootstrap as users write it: lowerCamelCase names, lower-case enums, a single
+    /// mapping for a list, TypedStruct-wrapped filter configs, deprecated extension names and
+    /// names that are only labels.
+    func testEnvoySpellingsLoadTheSameConfiguration() throws {
+        let yaml = """
+            staticResources:
+              listeners:
+                name: edge
+                address: { socketAddress: { address: 127.0.0.1, portValue: 10000 } }
+                filterChains:
+                - filters:
+                  - name: envoy.http_connection_manager
+                    typedConfig:
+                      "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+                      type_url: type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                      value:
+                        statPrefix: ingress
+                        codecType: auto
+                        routeConfig:
+                          virtualHosts:
+                            name: all
+                            domains: "*"
+                            routes: { match: { prefix: "/" }, route: { cluster: api } }
+                        httpFilters:
+                          name: my-router
+                          typedConfig: { "@type": type.googleapis.com/xds.type.v3.TypedStruct, type_url: type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+              clusters:
+              - name: api
+                type: strict_dns
+                lbPolicy: least_request
+                connectTimeout: 0.25s
+                loadAssignment:
+                  clusterName: api
+                  endpoints: { lbEndpoints: { endpoint: { address: { socketAddress: { address: localhost, portValue: 8080 } } } } }
+            """
+        let result = try EnvoyTranslation.translate(yaml: yaml, file: "envoy.yaml")
+        XCTAssertEqual(result.unsupported.map(\.description), [])
+        let c = result.config
+        XCTAssertEqual(c.listeners.map(\.name), ["edge"])
+        XCTAssertEqual(c.listeners[0].proto, .http)
+        XCTAssertEqual(c.listeners[0].routes.count, 1)
+        XCTAssertEqual(c.listeners[0].routes[0].virtualHost?.domains, ["*"])
+        XCTAssertEqual(c.clusters[0].lb, .leastRequest)
+        XCTAssertEqual(c.clusters[0].connectTimeout, .milliseconds(250))
+        XCTAssertEqual(c.clusters[0].endpoints.map(\.address.port), [8080])
+    }
+
+    func testWhatEnvoyRefusesIsRefusedWithItsPosition() {
+        let cases: [(String, String, String)] = [
+            ("connect_timeout: 0.25s", "connect_timeout: 5", "is not a duration"),
+            ("lb_policy: LEAST_REQUEST", "lb_policy: ROUNDROBIN", "lb_policy ROUNDROBIN is not supported"),
+            ("\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router", "\"@type\": type.googleapis.com/no.such.Thing", "unknown extension type"),
+        ]
+        for (from, to, expected) in cases {
+            let yaml = bootstrap.replacingOccurrences(of: from, with: to)
+            XCTAssertNotEqual(yaml, bootstrap, from)
+            XCTAssertThrowsError(try EnvoyTranslation.translate(yaml: yaml, file: "envoy.yaml")) { error in
+                let text = "\(error)"
+                XCTAssertTrue(text.contains(expected), text)
+                XCTAssertTrue(text.contains("envoy.yaml:"), "positions kept: \(text)")
+                XCTAssertTrue(text.contains("unsupported: static_resources.clusters[0].circuit_breakers"), "unsupported fields listed with the errors: \(text)")
+            }
+        }
+    }
+
+    func testTheNullRuntimeIsRefusedAndEnvoyRuntimesMapToAnEngine() throws {
+        let module = NSTemporaryDirectory() + "rt-\(UUID().uuidString).wasm"
+        FileManager.default.createFile(atPath: module, contents: Data([0]))
+        defer { try? FileManager.default.removeItem(atPath: module) }
+        func withRuntime(_ runtime: String) -> String {
+            bootstrap.replacingOccurrences(of: """
+                      - name: envoy.filters.http.router
+            """, with: """
+                      - name: envoy.filters.http.wasm
+                        typed_config:
+                          "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+                          config: { name: f, vm_config: { runtime: \(runtime), code: { local: { filename: \(module) } } } }
+                      - name: envoy.filters.http.router
+            """)
+        }
+        for runtime in ["envoy.wasm.runtime.v8", "envoy.wasm.runtime.wasmtime", "envoy.wasm.runtime.wamr"] {
+            XCTAssertEqual(try EnvoyTranslation.translate(yaml: withRuntime(runtime), file: "envoy.yaml").config.plugins[0].runtime, .wasmkit)
+        }
+        XCTAssertThrowsError(try EnvoyTranslation.translate(yaml: withRuntime("envoy.wasm.runtime.null"), file: "envoy.yaml")) { error in
+            XCTAssertTrue("\(error)".contains("null runtime"), "\(error)")
+        }
+    }
+
+    func testDuplicateDomainsAreRefused() {
+        let yaml = bootstrap.replacingOccurrences(of: #""*.api.example.com"]"#, with: #""*.api.example.com", "API.example.com"]"#)
+        XCTAssertNotEqual(yaml, bootstrap)
+        XCTAssertThrowsError(try EnvoyTranslation.translate(yaml: yaml, file: "envoy.yaml")) { error in
+            XCTAssertTrue("\(error)".contains("domain 'api.example.com' is also in virtual host 'api'"), "\(error)")
         }
     }
 }

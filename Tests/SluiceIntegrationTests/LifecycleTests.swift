@@ -115,7 +115,7 @@ final class LifecycleTests: XCTestCase {
                 filter_chains:
                 - filters:
                   - name: envoy.filters.network.tcp_proxy
-                    typed_config: { stat_prefix: t, cluster: c }
+                    typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: c }
               clusters:
               - name: c
                 load_assignment: { cluster_name: c, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 1 } } } }] }] }

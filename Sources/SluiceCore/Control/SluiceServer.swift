@@ -78,6 +78,9 @@ public final class SluiceServer: @unchecked Sendable {
     public var config: SluiceConfiguration { state.withLock { $0?.runtime.config } ?? initialConfig }
     public var isDraining: Bool { draining.load(ordering: .relaxed) }
 
+    /// Envoy bootstraps with fields Sluice does not implement are run anyway (on reload too).
+    public var allowUnsupported = false
+
     public init(config: SluiceConfiguration, workers: Int = System.coreCount, group: MultiThreadedEventLoopGroup? = nil, logger: Logger = Logger(label: "sluice")) {
         self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: max(1, workers))
         self.ownsGroup = group == nil
@@ -161,7 +164,7 @@ public final class SluiceServer: @unchecked Sendable {
     public func reload() async -> ReloadOutcome {
         guard let path = configPath else { return ReloadOutcome(ok: false, errors: ["no config file to reload"], generation: current.number) }
         do {
-            let (config, unsupported) = try ConfigLoader.loadAny(file: path)
+            let (config, unsupported) = try ConfigLoader.loadAny(file: path, allowUnsupported: allowUnsupported)
             for u in unsupported { logger.warning("\(u.description)") }
             return await reload(config: config)
         } catch {

@@ -150,6 +150,7 @@ final class HTTPStream {
         info.protocolName = "HTTP/\(request.version.major).\(request.version.minor)"
         info.listenerName = listener.config.name
         info.routeName = route?.config.name ?? ""
+        info.virtualHostName = route?.config.virtualHost?.name ?? ""
         if case .cluster(let target)? = route?.config.action { info.clusterName = target.cluster }
         let data = HTTPStreamData(info: info)
         var headers = request.headers
@@ -254,6 +255,7 @@ final class HTTPStream {
         data.routeCacheCleared = false
         route = listener.routes.route(method: request.head.method, authority: request.authority, path: request.head.uri, headers: request.head.headers)
         data.info.routeName = route?.config.name ?? ""
+        data.info.virtualHostName = route?.config.virtualHost?.name ?? ""
         if case .cluster(let target)? = route?.config.action { data.info.clusterName = target.cluster }
         return route
     }
