@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need, builds
 # everything (the `sluice` binary included, which the process tests start), runs the Swift
-# tests, then the envoy-compat comparisons against the real Envoy (filters, then HTTP/1.1 on
-# the wire).
+# tests, then the envoy-compat comparisons against the real Envoy (filters, HTTP/1.1 on the
+# wire, and a corpus of bootstraps both must accept or refuse alike).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Tests/install-deps.sh
@@ -26,5 +26,12 @@ python3 envoy-compat/wire.py 2>&1 | tee "$log" || wire_status=$?
 wire_passed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$log" | tail -1)
 wire_failed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$log" | tail -1)
 if [ -z "$wire_passed" ]; then wire_passed=0; wire_failed=1; fi
-echo "$((passed + compat_passed + wire_passed)) passed, $((failed + compat_failed + wire_failed)) failed"
-[ "$status" -eq 0 ] && [ "$compat_status" -eq 0 ] && [ "$wire_status" -eq 0 ]
+# Envoy bootstraps as users write them: Envoy's `--mode validate` and `sluice validate` must
+# agree on every one (envoy-compat/bootstraps/expected.json).
+boot_status=0
+python3 envoy-compat/bootstraps.py 2>&1 | tee "$log" || boot_status=$?
+boot_passed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$log" | tail -1)
+boot_failed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$log" | tail -1)
+if [ -z "$boot_passed" ]; then boot_passed=0; boot_failed=1; fi
+echo "$((passed + compat_passed + wire_passed + boot_passed)) passed, $((failed + compat_failed + wire_failed + boot_failed)) failed"
+[ "$status" -eq 0 ] && [ "$compat_status" -eq 0 ] && [ "$wire_status" -eq 0 ] && [ "$boot_status" -eq 0 ]

@@ -124,7 +124,12 @@ def run_proxy(argv, admin_port, config_path, requests, port, label):
     try:
         if not wait_ready(admin_port, proc):
             return None, "%s did not start (see envoy-compat/out/%s.log)" % (argv[0], label)
-        return [normalise(send(port, r)) for r in requests], None
+        answers = []
+        for r in requests:
+            # A request may wait for something asynchronous (ticks, queues) to happen first.
+            time.sleep(r.get("wait_ms", 0) / 1000)
+            answers.append(normalise(send(port, r)))
+        return answers, None
     finally:
         proc.terminate()
         try:
@@ -132,6 +137,27 @@ def run_proxy(argv, admin_port, config_path, requests, port, label):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def service_block(case):
+    """A Wasm service (envoy.bootstrap.wasm) for cases that ask for one, with the filter's vm_id."""
+    service = case.get("service")
+    if not service:
+        return ""
+    return """bootstrap_extensions:
+- name: envoy.bootstrap.wasm
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.wasm.v3.WasmService
+    singleton: %s
+    config:
+      name: %s_service
+      configuration: { "@type": type.googleapis.com/google.protobuf.StringValue, value: '%s' }
+      vm_config:
+        vm_id: %s
+        runtime: envoy.wasm.runtime.v8
+        code: { local: { filename: %s } }
+""" % ("true" if service.get("singleton", True) else "false", case["name"].replace("-", "_"), service["configuration"],
+       case["name"].replace("-", "_"), os.path.join(ROOT, "filters", "build", case["module"] + ".wasm"))
 
 
 def describe(diff_fields):
@@ -156,7 +182,8 @@ def main():
                   .replace("@UPSTREAM_PORT@", str(origin.server_address[1])).replace("@PLUGIN@", case["name"].replace("-", "_"))
                   .replace("@CONFIGURATION@", case["configuration"])
                   .replace("@ALLOW@", "true" if case.get("allow_on_headers_stop_iteration", True) else "false")
-                  .replace("@MODULE@", os.path.join(ROOT, "filters", "build", case["module"] + ".wasm")))
+                  .replace("@MODULE@", os.path.join(ROOT, "filters", "build", case["module"] + ".wasm"))
+                  .replace("@BOOTSTRAP_EXTENSIONS@", service_block(case)))
         path = os.path.join(HERE, "out", case["name"] + ".envoy.yaml")
         open(path, "w").write(config)
         envoy_answers, err = run_proxy([envoy, "-c", path, "--log-level", "warn", "--concurrency", "1", "--disable-hot-restart"],

@@ -57,6 +57,7 @@ extension SluiceConfiguration {
                     w.field("configuration", p.configuration); w.field("failure_policy", p.failurePolicy.rawValue)
                     w.key("allow_on_headers_stop_iteration") { w.raw(p.allowOnHeadersStopIteration ? "true" : "false") }
                     w.key("runtime") { w.value(p.runtime.rawValue) }
+                    if let service = p.service { w.key("service") { w.value(service.rawValue) } }
                     w.key("environment") { w.object { for (k, v) in p.environment.sorted(by: { $0.key < $1.key }) { w.field(k, v) } } }
                 }
             } }

@@ -51,6 +51,9 @@ public enum ConfigLoader {
             ports[l.address.port] = l.name
             if let c = l.tcpCluster, !clusters.contains(c) { report("listeners[\(i)].cluster", "unknown cluster '\(c)'") }
             for f in l.httpFilters where !plugins.contains(f) { report("listeners[\(i)].http_filters", "unknown plugin '\(f)'") }
+            for f in l.httpFilters where config.plugins.contains(where: { $0.name == f && $0.service != nil }) {
+                report("listeners[\(i)].http_filters", "'\(f)' is a Wasm service, not an HTTP filter")
+            }
             for (j, r) in l.routes.enumerated() {
                 if case .cluster(let t) = r.action, !clusters.contains(t.cluster) { report("listeners[\(i)].routes[\(j)].cluster", "unknown cluster '\(t.cluster)'") }
             }
@@ -123,6 +126,9 @@ struct ConfigDecoder {
             let filterNodes = at("http_filters").flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) } else { return nil } } ?? []
             for (i, filter) in listener.httpFilters.enumerated() where !pluginNames.contains(filter) {
                 reader.report(i < filterNodes.count ? filterNodes[i] : node, "\(path).http_filters[\(i)]", "unknown plugin '\(filter)'\(known(pluginNames))")
+            }
+            for (i, filter) in listener.httpFilters.enumerated() where config.plugins.contains(where: { $0.name == filter && $0.service != nil }) {
+                reader.report(i < filterNodes.count ? filterNodes[i] : node, "\(path).http_filters[\(i)]", "'\(filter)' is a Wasm service (service: set), not an HTTP filter")
             }
             let routeNodesForPlugins = at("routes").flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) } else { return nil } } ?? []
             for (i, route) in listener.routes.enumerated() {
@@ -336,7 +342,7 @@ struct ConfigDecoder {
 
     func decodePlugin(_ node: Node, _ path: String) -> PluginConfig? {
         guard let m = reader.mapping(node, path, allowed: ["name", "module", "root_id", "vm_id", "configuration", "vm_configuration", "environment", "failure_policy", "cpu_budget", "http_call_any_host", "max_memory_mb", "buffer_limit_kb", "rollout",
-                                                         "allow_on_headers_stop_iteration", "runtime"]) else { return nil }
+                                                         "allow_on_headers_stop_iteration", "runtime", "service"]) else { return nil }
         let name = m.string("name", required: true, what: "the plugin's name")
         let module = m.string("module", required: true, what: "the path of a .wasm module")
         var resolved = module ?? ""
@@ -377,6 +383,13 @@ struct ConfigDecoder {
         plugin.maxMemoryBytes = m.int("max_memory_mb", range: 1...4096, default: 256) << 20
         plugin.bufferLimitBytes = m.int("buffer_limit_kb", range: 1...1_048_576, default: 1024) << 10
         plugin.allowOnHeadersStopIteration = m.bool("allow_on_headers_stop_iteration", default: false)
+        if let service = m.string("service") {
+            if let mode = PluginServiceMode(rawValue: service) {
+                plugin.service = mode
+            } else {
+                reader.report(m.node("service"), m.keyPath("service"), "unknown service mode '\(service)' (singleton or per_worker)")
+            }
+        }
         if let runtime = m.string("runtime") {
             if let known = WasmRuntime(rawValue: runtime) {
                 plugin.runtime = known

@@ -38,7 +38,7 @@ enum EnvoyNames {
 
     /// The extensions Sluice implements.
     enum Extension: Equatable {
-        case httpConnectionManager, tcpProxy, router, wasm
+        case httpConnectionManager, tcpProxy, router, wasm, wasmService
         case other(String)
 
         var label: String {
@@ -47,6 +47,7 @@ enum EnvoyNames {
             case .tcpProxy: return "envoy.filters.network.tcp_proxy"
             case .router: return "envoy.filters.http.router"
             case .wasm: return "envoy.filters.http.wasm"
+            case .wasmService: return "envoy.bootstrap.wasm"
             case .other(let name): return name.isEmpty ? "?" : name
             }
         }
@@ -57,6 +58,7 @@ enum EnvoyNames {
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy": .tcpProxy,
         "envoy.extensions.filters.http.router.v3.Router": .router,
         "envoy.extensions.filters.http.wasm.v3.Wasm": .wasm,
+        "envoy.extensions.wasm.v3.WasmService": .wasmService,
     ]
 
     /// Canonical names, and the deprecated ones Envoy still maps to them.
@@ -68,6 +70,7 @@ enum EnvoyNames {
         "envoy.filters.http.router": .router,
         "envoy.router": .router,
         "envoy.filters.http.wasm": .wasm,
+        "envoy.bootstrap.wasm": .wasmService,
     ]
 
     /// By `@type` (`type.googleapis.com/<message>`; the host part is not checked, as in Envoy).

@@ -17,7 +17,7 @@ public enum EnvoyTranslation {
     /// True when the YAML looks like an Envoy bootstrap rather than Sluice's own format.
     public static func looksLikeEnvoy(yaml: String) -> Bool {
         guard let node = try? Yams.compose(yaml: yaml), case .mapping(let m) = node else { return false }
-        return m.keys.contains { ["static_resources", "node", "dynamic_resources", "bootstrap_extensions"].contains($0.scalar?.string ?? "") }
+        return m.keys.contains { ["static_resources", "node", "dynamic_resources", "bootstrap_extensions", "staticResources", "dynamicResources", "bootstrapExtensions"].contains($0.scalar?.string ?? "") }
     }
 
     public static func load(file path: String) throws(ConfigError) -> Result {
@@ -151,12 +151,11 @@ private final class Translator {
     /// `name` is only a label; by name (canonical or deprecated) when there is no typed_config.
     func resolveExtension(_ filter: Node, _ path: String) -> (kind: EnvoyNames.Extension, config: Node?, configPath: String) {
         let name = str(filter, "name") ?? ""
-        guard let typed = map(filter, "typed_config") else {
+        // Envoy 1.40 finds every extension by its type: a filter named without a typed_config
+        // (even `envoy.filters.http.router`) is refused.
+        guard let typed = map(filter, "typed_config"), var url = str(typed, "@type") else {
+            error(map(filter, "typed_config") ?? filter, path, "'\(name)' needs a typed_config with an @type (Envoy picks the extension by its type, not its name)")
             return (EnvoyNames.resolve(named: name), nil, path)
-        }
-        guard var url = str(typed, "@type") else {
-            error(typed, path + ".typed_config", "typed_config needs an @type")
-            return (.other(name), nil, path)
         }
         var body: Node = typed
         var bodyPath = path + ".typed_config"
@@ -204,8 +203,26 @@ private final class Translator {
 
     func bootstrap(_ root: Node) -> SluiceConfiguration {
         var config = SluiceConfiguration()
-        // `node` only names this proxy; everything else Sluice does not implement is reported.
-        check(root, "", known: ["admin", "static_resources", "node"])
+        // `node` names this proxy and `stats_config` names statistics (tags are not applied to
+        // Sluice's /stats yet); everything else Sluice does not implement is reported.
+        check(root, "", known: ["admin", "static_resources", "node", "bootstrap_extensions", "stats_config"])
+        for (i, ext) in list(root, "bootstrap_extensions").enumerated() {
+            let epath = "bootstrap_extensions[\(i)]"
+            check(ext, epath, known: ["name", "typed_config"])
+            let (kind, typed, typedPath) = resolveExtension(ext, epath)
+            guard case .wasmService = kind, let typed else {
+                let (l, c) = mark(ext)
+                unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: epath, message: "bootstrap extension '\(kind.label)' is not supported", severity: .unsupported))
+                continue
+            }
+            // envoy.bootstrap.wasm: a Wasm service, only a root context, on the main thread
+            // (singleton) or on every worker.
+            check(typed, typedPath, known: ["singleton", "config", "stat_prefix"])
+            if var plugin = translateWasm(map(typed, "config"), typedPath + ".config") {
+                plugin.service = str(typed, "singleton") == "true" ? .singleton : .perWorker
+                plugins.append(plugin)
+            }
+        }
         if let admin = map(root, "admin") {
             check(admin, "admin", known: ["address", "access_log_path", "access_log"])
             if let a = socketAddress(map(admin, "address"), "admin.address") { config.admin.address = a }
@@ -213,10 +230,18 @@ private final class Translator {
         let resources = map(root, "static_resources")
         if let resources { check(resources, "static_resources", known: ["listeners", "clusters"]) }
         for (i, l) in list(resources, "listeners").enumerated() {
-            if let listener = translateListener(l, "static_resources.listeners[\(i)]", index: i) { config.listeners.append(listener) }
+            guard let listener = translateListener(l, "static_resources.listeners[\(i)]", index: i) else { continue }
+            // As Envoy: a second listener with a name already used is dropped (the first binds).
+            if config.listeners.contains(where: { $0.name == listener.name }) { continue }
+            config.listeners.append(listener)
         }
         for (i, c) in list(resources, "clusters").enumerated() {
-            if let cluster = translateCluster(c, "static_resources.clusters[\(i)]") { config.clusters.append(cluster) }
+            guard let cluster = translateCluster(c, "static_resources.clusters[\(i)]") else { continue }
+            if config.clusters.contains(where: { $0.name == cluster.name }) {
+                error(map(c, "name"), "static_resources.clusters[\(i)].name", "cluster '\(cluster.name)' is defined twice")
+                continue
+            }
+            config.clusters.append(cluster)
         }
         config.plugins = plugins
         config.accessLog.format = .off
@@ -224,7 +249,7 @@ private final class Translator {
     }
 
     func translateListener(_ node: Node, _ path: String, index: Int) -> ListenerConfig? {
-        check(node, path, known: ["name", "address", "filter_chains", "stat_prefix"])
+        check(node, path, known: ["name", "address", "filter_chains", "stat_prefix", "metadata"])
         let name = str(node, "name") ?? "listener_\(index)"
         guard let address = socketAddress(map(node, "address"), path + ".address") else { return nil }
         let chains = list(node, "filter_chains")
@@ -250,6 +275,7 @@ private final class Translator {
                 listener.proto = .tcp
                 if let typed {
                     check(typed, typedPath, known: ["stat_prefix", "cluster"])
+                    if str(typed, "stat_prefix") == nil { error(typed, typedPath + ".stat_prefix", "tcp_proxy needs a stat_prefix") }
                     listener.tcpCluster = str(typed, "cluster")
                 }
             default:
@@ -261,6 +287,7 @@ private final class Translator {
     }
 
     func translateHCM(_ hcm: Node, _ path: String, listener: inout ListenerConfig) {
+        if str(hcm, "stat_prefix") == nil { error(hcm, path + ".stat_prefix", "the http_connection_manager needs a stat_prefix") }
         check(hcm, path, known: ["stat_prefix", "codec_type", "route_config", "http_filters", "stream_idle_timeout",
                                  "request_timeout", "request_headers_timeout", "common_http_protocol_options", "http_protocol_options"])
         // Sluice serves HTTP/1.0 whatever accept_http_10 says (docs/HOST-DIFFERENCES.md #27).
@@ -283,7 +310,7 @@ private final class Translator {
         var seenDomains: [String: String] = [:]
         for (v, vhost) in list(rc, "virtual_hosts").enumerated() {
             let vpath = path + ".route_config.virtual_hosts[\(v)]"
-            check(vhost, vpath, known: ["name", "domains", "routes"])
+            check(vhost, vpath, known: ["name", "domains", "routes", "metadata"])
             let vname = str(vhost, "name") ?? "vhost_\(v)"
             let domainNodes = list(vhost, "domains")
             if domainNodes.isEmpty { error(vhost, vpath + ".domains", "a virtual host needs at least one domain") }
@@ -306,13 +333,16 @@ private final class Translator {
                 }
             }
         }
-        for (i, f) in list(hcm, "http_filters").enumerated() {
+        let httpFilters = list(hcm, "http_filters")
+        for (i, f) in httpFilters.enumerated() {
             let fpath = path + ".http_filters[\(i)]"
             check(f, fpath, known: ["name", "typed_config"])
             let (kind, typed, typedPath) = resolveExtension(f, fpath)
             switch kind {
             case .router:
                 if let typed { check(typed, typedPath, known: []) }
+                // As Envoy: the router is terminal, so it must come last.
+                if i != httpFilters.count - 1 { error(f, fpath, "the router is a terminal filter and must be the last HTTP filter") }
             case .wasm:
                 if let typed { check(typed, typedPath, known: ["config"]) }
                 if let plugin = translateWasm(map(typed, "config"), typedPath + ".config") {
@@ -327,13 +357,16 @@ private final class Translator {
     }
 
     func translateRoute(_ node: Node, _ path: String, hosts: [HostMatch], index: Int, listener: String) -> RouteConfig? {
-        check(node, path, known: ["name", "match", "route", "direct_response"])
+        check(node, path, known: ["name", "match", "route", "direct_response", "metadata"])
         var match = RouteMatch(hosts: hosts)
         if let m = map(node, "match") {
             check(m, path + ".match", known: ["prefix", "path", "safe_regex", "headers"])
             if let p = str(m, "prefix") { match.path = .prefix(p) }
             else if let p = str(m, "path") { match.path = .exact(p) }
-            else if let r = str(map(m, "safe_regex"), "regex") { match.path = .regex(r) }
+            else if let r = str(map(m, "safe_regex"), "regex") {
+                if (try? Regex(r)) == nil { error(map(map(m, "safe_regex"), "regex"), path + ".match.safe_regex.regex", "invalid regex '\(r)'") }
+                match.path = .regex(r)
+            }
             for (h, hn) in list(m, "headers").enumerated() {
                 check(hn, path + ".match.headers[\(h)]", known: ["name", "exact_match", "present_match", "string_match"])
                 guard let name = str(hn, "name") else { continue }
@@ -417,7 +450,7 @@ private final class Translator {
     }
 
     func translateCluster(_ node: Node, _ path: String) -> ClusterConfig? {
-        check(node, path, known: ["name", "type", "lb_policy", "connect_timeout", "load_assignment", "health_checks", "dns_lookup_family"])
+        check(node, path, known: ["name", "type", "lb_policy", "connect_timeout", "load_assignment", "health_checks", "dns_lookup_family", "metadata"])
         guard let name = str(node, "name") else {
             error(node, path, "a cluster needs a name")
             return nil
@@ -432,7 +465,7 @@ private final class Translator {
         for (i, group) in list(la, "endpoints").enumerated() {
             for (j, lb) in list(group, "lb_endpoints").enumerated() {
                 let p = path + ".load_assignment.endpoints[\(i)].lb_endpoints[\(j)]"
-                check(lb, p, known: ["endpoint", "load_balancing_weight"])
+                check(lb, p, known: ["endpoint", "load_balancing_weight", "metadata"])
                 if let a = socketAddress(map(map(lb, "endpoint"), "address"), p + ".endpoint.address") {
                     endpoints.append(EndpointConfig(address: a, weight: Int(str(lb, "load_balancing_weight") ?? "1") ?? 1))
                 }

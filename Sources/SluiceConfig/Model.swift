@@ -379,6 +379,10 @@ public struct PluginConfig: Sendable, Equatable {
     public var allowOnHeadersStopIteration = false
     /// The Wasm engine that runs the module.
     public var runtime: WasmRuntime = .wasmkit
+    /// A Wasm service (Envoy's `envoy.bootstrap.wasm`) rather than an HTTP filter: only its
+    /// root context runs (start-up, ticks, queues, callouts, shared data), on one worker
+    /// (`singleton`) or on every worker (`per_worker`).
+    public var service: PluginServiceMode?
     /// VM configuration (proxy_on_vm_start); same encoding rules as `configuration`.
     public var vmConfiguration: String
     /// Gradual rollout: a second module version taking `rolloutWeight` percent of streams.
@@ -431,4 +435,12 @@ public enum WasmRuntime: String, Sendable, Equatable, CaseIterable {
             return nil
         }
     }
+}
+
+/// Where a Wasm service runs.
+public enum PluginServiceMode: String, Sendable, Equatable, CaseIterable {
+    /// One VM for the whole proxy (Envoy's `singleton: true`, its main thread).
+    case singleton
+    /// One VM per worker (Envoy's `singleton: false`).
+    case perWorker = "per_worker"
 }

@@ -199,6 +199,33 @@ extension WasmFilterTests {
         await p.stop()
     }
 
+    /// A singleton Wasm service (no HTTP filter, only its root context) ticks and feeds a
+    /// shared queue that the HTTP filter's VMs registered; what arrives is visible to requests.
+    func testASingletonServiceFeedsAQueueTheFiltersRead() async throws {
+        let module = try TestFilters.path("c-conformance")
+        let p = try await ProxyUnderTest.start("""
+            listeners:
+              - name: main
+                address: 127.0.0.1:0
+                http_filters: [c]
+                routes:
+                  - { match: { prefix: / }, cluster: origin }
+            clusters:
+              - { name: origin, endpoints: ["127.0.0.1:{{origin}}"] }
+            plugins:
+              - { name: c, module: "\(module)", vm_id: shared }
+              - { name: feeder, module: "\(module)", vm_id: shared, service: singleton, configuration: "service-feed tick" }
+            """, ports: ["origin": upstream.port], workers: 2)
+        let port = p.port()
+        var seen: String?
+        for _ in 0..<50 where seen == nil {
+            try await Task.sleep(for: .milliseconds(50))
+            seen = try upstreamHeaders(try get(port, "queue-read"))["x-last-event"]
+        }
+        XCTAssertEqual(seen, "from-service")
+        await p.stop()
+    }
+
     /// A local answer from a body callback on a routed stream, then the next request on the
     /// same connection: answered, not swallowed.
     func testALocalReplyFromABodyCallbackLeavesTheConnectionUsable() async throws {

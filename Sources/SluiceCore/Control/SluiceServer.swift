@@ -123,12 +123,13 @@ public final class SluiceServer: @unchecked Sendable {
         let plugins = try PluginManager(config: config, logger: logger, cache: moduleCache, shared: sharedPluginState, previousStats: previous?.plugins.stats ?? [:])
         let logger = self.logger
         var failures: [String] = []
-        for worker in runtime.allWorkers {
+        for (index, worker) in runtime.allWorkers.enumerated() {
             let failed = try await worker.eventLoop.submit { () -> [String] in
                 var all = plugins.plugins
                 for (key, variant) in plugins.variants { all[key] = variant }
                 var failed: [String] = []
-                for (key, plugin) in all {
+                // A singleton Wasm service runs on the first worker only.
+                for (key, plugin) in all where plugin.config.service != .singleton || index == 0 {
                     let pw = PluginWorker(runtime: plugin, shared: plugins.shared, worker: worker, logger: logger)
                     pw.startVM()
                     if pw.activeVM == nil { failed.append(plugin.config.name) }

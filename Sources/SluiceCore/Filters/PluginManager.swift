@@ -126,8 +126,9 @@ final class PluginManager: Sendable {
         var plugins: [String: PluginRuntime] = [:]
         var variants: [String: PluginRuntime] = [:]
         var stats: [String: PluginStats] = [:]
+        // Filters some listener uses, and every Wasm service.
         let usedPlugins = Set(config.listeners.flatMap(\.httpFilters))
-        for plugin in config.plugins where usedPlugins.contains(plugin.name) {
+        for plugin in config.plugins where usedPlugins.contains(plugin.name) || plugin.service != nil {
             let engine = WasmKitEngine(memoryLimitBytes: plugin.maxMemoryBytes)
             func load(_ path: String) throws -> (WasmModule, String) {
                 guard let bytes = FileManager.default.contents(atPath: path) else {

@@ -68,12 +68,20 @@ PW_EXPORT(proxy_on_configure) uint32_t on_configure(uint32_t root, uint32_t size
     proxy_define_metric(PW_COUNTER, "requests", 8, &requests_metric);
     proxy_define_metric(PW_GAUGE, "in_flight", 9, &gauge_metric);
     proxy_define_metric(PW_HISTOGRAM, "body_bytes", 10, &latency_metric);
-    proxy_register_shared_queue("events", 6, &queue_id);
+    /* A Wasm service feeding the queue (configuration "service-feed") does not own it. */
+    if (!strstr(configuration, "service-feed")) proxy_register_shared_queue("events", 6, &queue_id);
     if (strstr(configuration, "tick")) proxy_set_tick_period_milliseconds(20);
     return 1;
 }
 
-PW_EXPORT(proxy_on_tick) void on_tick(uint32_t root) { set_shared_counter("ticks", 1); }
+PW_EXPORT(proxy_on_tick) void on_tick(uint32_t root) {
+    set_shared_counter("ticks", 1);
+    if (strstr(configuration, "service-feed")) {
+        /* A Wasm service (envoy.bootstrap.wasm): feeds the queue the HTTP filters registered. */
+        uint32_t id = 0;
+        if (proxy_resolve_shared_queue("", 0, "events", 6, &id) == PW_OK) proxy_enqueue_shared_queue(id, "from-service", 12);
+    }
+}
 
 PW_EXPORT(proxy_on_queue_ready) void on_queue_ready(uint32_t root, uint32_t id) {
     char *value = NULL; size_t len = 0;
