@@ -25,7 +25,10 @@ def run_proxy(argv, admin_port, config_path, requests, port, label):
         for r in requests:
             # A request may wait for something asynchronous (ticks, queues) to happen first.
             time.sleep(r.get("wait_ms", 0) / 1000)
-            answers.append(normalise(send(port, r)))
+            if r.get("stats"):
+                answers.append((200, {}, plugin_metrics(admin_port)))
+            else:
+                answers.append(normalise(send(port, r)))
         return answers, None
     finally:
         proc.terminate()
@@ -34,6 +37,41 @@ def run_proxy(argv, admin_port, config_path, requests, port, label):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def plugin_metrics(admin_port):
+    """The filters' counters and gauges on /stats/prometheus (not the proxy's own envoy_* or
+    sluice_* families; histograms left out, their buckets differ by design), one sample per
+    line, labels sorted, `name{}` written `name`."""
+    import urllib.request
+    text = urllib.request.urlopen("http://127.0.0.1:%d/stats/prometheus" % admin_port, timeout=5).read().decode()
+    types, lines = {}, []
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            types[name] = kind
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        sample, value = line.rsplit(" ", 1)
+        name, _, labels = sample.partition("{")
+        if name.startswith(("envoy_", "sluice_")) or types.get(name) not in ("counter", "gauge"):
+            continue
+        labels = ",".join(sorted(l for l in labels.rstrip("}").split(",") if l))
+        lines.append("%s%s %s" % (name, "{%s}" % labels if labels else "", value))
+    return "\n".join(sorted(lines)) + "\n"
+
+
+def stats_block(case):
+    """stats_config for cases that set "stats_tags"."""
+    tags = case.get("stats_tags")
+    if not tags:
+        return ""
+    out = "stats_config:\n  stats_tags:\n"
+    for t in tags:
+        out += "  - tag_name: %s\n" % t["tag_name"]
+        out += ("    regex: '%s'\n" % t["regex"]) if "regex" in t else ("    fixed_value: '%s'\n" % t["fixed_value"])
+    return out
 
 
 def service_block(case):
@@ -80,7 +118,8 @@ def main():
                   .replace("@CONFIGURATION@", case["configuration"])
                   .replace("@ALLOW@", "true" if case.get("allow_on_headers_stop_iteration", True) else "false")
                   .replace("@MODULE@", os.path.join(ROOT, "filters", "build", case["module"] + ".wasm"))
-                  .replace("@BOOTSTRAP_EXTENSIONS@", service_block(case)))
+                  .replace("@BOOTSTRAP_EXTENSIONS@", service_block(case))
+                  .replace("@STATS_CONFIG@", stats_block(case)))
         path = os.path.join(HERE, "out", case["name"] + ".envoy.yaml")
         open(path, "w").write(config)
         envoy_answers, err = run_proxy([envoy, "-c", path, "--log-level", "warn", "--concurrency", "1", "--disable-hot-restart"],

@@ -85,7 +85,7 @@ struct ConfigDecoder {
 
     func decodeRoot(_ node: Node) -> SluiceConfiguration {
         var config = SluiceConfiguration()
-        guard let root = reader.mapping(node, "", allowed: ["admin", "listeners", "clusters", "plugins", "access_log", "drain_timeout"]) else {
+        guard let root = reader.mapping(node, "", allowed: ["admin", "listeners", "clusters", "plugins", "access_log", "drain_timeout", "stats"]) else {
             return config
         }
         if let admin = root.node("admin"), let m = reader.mapping(admin, "admin", allowed: ["address"]) {
@@ -96,6 +96,19 @@ struct ConfigDecoder {
             config.accessLog.path = m.string("path") ?? "-"
         }
         config.drainTimeout = root.duration("drain_timeout", default: config.drainTimeout)
+        if let stats = root.node("stats"), let m = reader.mapping(stats, "stats", allowed: ["tags"]) {
+            config.statsTags = m.list("tags") { node, path -> StatsTag? in
+                guard let t = reader.mapping(node, path, allowed: ["name", "regex", "fixed_value"]) else { return nil }
+                guard let name = t.string("name", required: true, what: "the label name") else { return nil }
+                let tag = StatsTag(name: name, regex: t.string("regex"), fixedValue: t.string("fixed_value"))
+                if (tag.regex == nil) == (tag.fixedValue == nil) {
+                    reader.report(node, path, "a tag has either 'regex' or 'fixed_value'")
+                } else if let regex = tag.regex, (try? Regex(regex)) == nil {
+                    reader.report(t.node("regex"), t.keyPath("regex"), "invalid regex '\(regex)'")
+                }
+                return tag
+            }
+        }
         let clusterNodes = root.list("clusters") { node, path in decodeCluster(node, path).map { ($0, node, path) } }
         let pluginNodes = root.list("plugins") { node, path in decodePlugin(node, path).map { ($0, node, path) } }
         let listenerNodes = root.list("listeners") { node, path in decodeListener(node, path).map { ($0, node, path) } }

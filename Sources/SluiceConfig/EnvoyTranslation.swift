@@ -206,6 +206,22 @@ private final class Translator {
         // `node` names this proxy and `stats_config` names statistics (tags are not applied to
         // Sluice's /stats yet); everything else Sluice does not implement is reported.
         check(root, "", known: ["admin", "static_resources", "node", "bootstrap_extensions", "stats_config"])
+        if let stats = map(root, "stats_config") {
+            // Tags shape the names and labels of plugin metrics; the rest only selects or
+            // buckets statistics and is accepted without effect.
+            check(stats, "stats_config", known: ["stats_tags", "use_all_default_tags", "stats_matcher", "histogram_bucket_settings"])
+            for (i, t) in list(stats, "stats_tags").enumerated() {
+                let tpath = "stats_config.stats_tags[\(i)]"
+                check(t, tpath, known: ["tag_name", "regex", "fixed_value"])
+                guard let name = str(t, "tag_name") else {
+                    error(t, tpath, "a stats tag needs a tag_name")
+                    continue
+                }
+                let tag = StatsTag(name: name, regex: str(t, "regex"), fixedValue: str(t, "fixed_value"))
+                if let regex = tag.regex, (try? Regex(regex)) == nil { error(map(t, "regex"), tpath + ".regex", "invalid regex '\(regex)'") }
+                config.statsTags.append(tag)
+            }
+        }
         for (i, ext) in list(root, "bootstrap_extensions").enumerated() {
             let epath = "bootstrap_extensions[\(i)]"
             check(ext, epath, known: ["name", "typed_config"])

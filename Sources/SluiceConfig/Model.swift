@@ -10,6 +10,8 @@ public struct SluiceConfiguration: Sendable, Equatable {
     public var accessLog: AccessLogConfig
     /// How long in-flight requests may run after SIGTERM before connections are closed.
     public var drainTimeout: Duration
+    /// Tags extracted from plugin metric names (Envoy's stats_config.stats_tags).
+    public var statsTags: [StatsTag] = []
 
     public init(
         admin: AdminConfig = AdminConfig(),
@@ -443,4 +445,18 @@ public enum PluginServiceMode: String, Sendable, Equatable, CaseIterable {
     case singleton
     /// One VM per worker (Envoy's `singleton: false`).
     case perWorker = "per_worker"
+}
+
+/// Envoy's stats tag: a regex whose first capture group is cut out of a metric's name and
+/// whose second group (or the first, if there is no second) becomes the value of label
+/// `name`; or a fixed value every plugin metric carries.
+public struct StatsTag: Sendable, Equatable {
+    public var name: String
+    public var regex: String?
+    public var fixedValue: String?
+    public init(name: String, regex: String? = nil, fixedValue: String? = nil) {
+        self.name = name
+        self.regex = regex
+        self.fixedValue = fixedValue
+    }
 }

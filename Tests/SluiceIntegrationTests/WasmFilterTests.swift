@@ -355,11 +355,11 @@ extension WasmFilterTests {
         XCTAssertEqual(try upstreamHeaders(try get(port, "grpc"))["x-grpc-status"], "12", "gRPC answers Unimplemented")
 
         let stats = try p.stats()
-        let requests = Int(stats.split(separator: "\n").first { $0.hasPrefix("c_requests ") }?.split(separator: " ").last ?? "") ?? 0
-        XCTAssertGreaterThanOrEqual(requests, 4, "the filter's counter is on /stats under the plugin's name")
-        XCTAssertTrue(stats.contains("# TYPE c_body_bytes histogram"), stats)
-        XCTAssertTrue(stats.contains("c_body_bytes_bucket{le=\"+Inf\"}"))
-        XCTAssertTrue(stats.contains("# TYPE c_in_flight gauge"))
+        let requests = Int(stats.split(separator: "\n").first { $0.hasPrefix("requests ") }?.split(separator: " ").last ?? "") ?? 0
+        XCTAssertGreaterThanOrEqual(requests, 4, "the filter's counter is on /stats under the name it defined, as in Envoy")
+        XCTAssertTrue(stats.contains("# TYPE body_bytes histogram"), stats)
+        XCTAssertTrue(stats.contains("body_bytes_bucket{le=\"+Inf\"}"))
+        XCTAssertTrue(stats.contains("# TYPE in_flight gauge"))
         await p.stop()
     }
 

@@ -275,7 +275,7 @@ public final class SluiceServer: @unchecked Sendable {
     public func prometheusText() -> String {
         let generation = current
         var text = generation.runtime.stats.renderPrometheus(endpointHealth: generation.runtime.endpointHealth())
-        text += renderPluginMetrics(generation.plugins)
+        text += renderPluginMetrics(generation.plugins, tags: generation.runtime.config.statsTags)
         var w = PrometheusWriter()
         w.family("sluice_config_reloads_total", "counter", "Configuration reloads applied.", [([], reloadCount.load)])
         w.family("sluice_config_reload_failures_total", "counter", "Reloads rejected (the old configuration kept serving).", [([], reloadFailures.load)])

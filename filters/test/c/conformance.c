@@ -212,6 +212,12 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
             pw_add_header(PW_REQUEST_HEADERS, "x-last-event", ev);
         }
     }
+    if (is(ctx, "tagged-metric")) {
+        /* A metric whose name carries a tag for stats_tags to extract (the only way the ABI
+           can give a metric labels in Envoy). */
+        uint32_t id = 0;
+        if (proxy_define_metric(PW_COUNTER, "hits_route=api", 14, &id) == PW_OK) proxy_increment_metric(id, 1);
+    }
     if (is(ctx, "families")) {
         /* One deterministic answer per hostcall family that leaves no other trace. */
         char buf[64];
