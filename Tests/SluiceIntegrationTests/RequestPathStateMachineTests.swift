@@ -305,4 +305,55 @@ final class RequestPathStateMachineTests: XCTestCase {
         XCTAssertEqual(response.headers.first(name: "connection"), "close", "HTTP/1.1's parser is in upgrade mode now")
         XCTAssertFalse(downstream.isActive)
     }
+    // MARK: found in review
+
+    /// R1 proxied, R2 answered on the spot and the head and part of R3's chunked body, all
+    /// pipelined: R3 gets only its own parts, and its end only when the client sends it.
+    func testPipelinedPartsAreReplayedInOrderAcrossStreamsThatEndAtOnce() throws {
+        try request(.GET, "/up/first")
+        try requestEnd()
+        try request(.GET, "/direct")
+        try requestEnd()
+        try request(.POST, "/up/third", headers: [("transfer-encoding", "chunked")])
+        try requestBody("abc")
+        XCTAssertEqual(stream?.request.uri, "/up/first")
+        _ = try upstreamReceived()
+        try upstreamRespond(headers: [("content-length", "0")])
+        try upstream.writeInbound(HTTPClientResponsePart.end(nil))
+        XCTAssertEqual(stream?.request.uri, "/up/third", "the second was answered, the third started")
+        XCTAssertEqual(stream?.state, .receivingRequest, "the third's end has not arrived")
+        var sentEnd = false
+        var body = ""
+        for part in try upstreamReceived() {
+            switch part {
+            case .body(.byteBuffer(let b)): body += String(buffer: b)
+            case .end: sentEnd = true
+            default: break
+            }
+        }
+        XCTAssertEqual(body, "abc")
+        XCTAssertFalse(sentEnd, "no end upstream before the client's")
+        try requestBody("def")
+        try requestEnd()
+        XCTAssertEqual(stream?.state, .awaitingResponse)
+    }
+
+    /// An upgrade request Sluice answers itself: NIO's decoder no longer parses this
+    /// connection, so it must end with the answer.
+    func testAnUpgradeRequestAnsweredLocallyEndsTheConnection() throws {
+        try request(.GET, "/direct", headers: [("connection", "upgrade"), ("upgrade", "h2c")])
+        guard case .head(let response)? = try clientReceived().first else { return XCTFail() }
+        XCTAssertEqual(response.headers.first(name: "connection"), "close")
+        XCTAssertFalse(downstream.isActive)
+    }
+
+    /// A tunnel takes its upstream connection out of the pool's count.
+    func testAnAcceptedUpgradeGivesBackItsPoolSlot() throws {
+        let stats = runtime.clusters["origin"]!.stats
+        XCTAssertEqual(stats.connectionsActive.load, 1)
+        try request(.GET, "/up/ws", headers: [("connection", "upgrade"), ("upgrade", "websocket")])
+        try upstreamRespond(.switchingProtocols, headers: [("connection", "upgrade"), ("upgrade", "websocket")])
+        try upstream.writeInbound(HTTPClientResponsePart.end(nil))
+        XCTAssertEqual(stats.connectionsActive.load, 0, "the tunnel no longer counts as a pooled connection")
+    }
 }

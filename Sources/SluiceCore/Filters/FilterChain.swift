@@ -47,7 +47,8 @@ final class FilterChain {
     /// One filter's progress in one direction.
     struct Progress {
         var iteration = Iteration.flowing
-        /// The headers went past this filter.
+        /// The headers reached this filter, and went past it.
+        var headersReceived = false
         var headersPassed = false
         /// The last event this filter received ended the direction.
         var endReceived = false
@@ -162,11 +163,15 @@ final class FilterChain {
             checkHeld(dir, i)
             return
         }
-        guard let data, let id = context(for: slot) else { return }
+        guard let data, let id = context(for: slot) else {
+            // The VM failed creating this stream's context: the plugin's failure policy.
+            _ = failed(slot, i, dir, event)
+            return
+        }
         let vm = slot.vm
         switch event {
         case .headers(let eos):
-            update(dir, i) { $0.endReceived = eos }
+            update(dir, i) { $0.endReceived = eos; $0.headersReceived = true }
             let count = (dir == .request ? data.requestHeaders : data.responseHeaders)?.entries.count ?? 0
             let action = dir == .request ? vm.onRequestHeaders(id, count: count, endOfStream: eos) : vm.onResponseHeaders(id, count: count, endOfStream: eos)
             if failed(slot, i, dir, event) || stopped(dir) { return }
@@ -213,8 +218,13 @@ final class FilterChain {
                 update(dir, i) { $0.keptBody = all; $0.keptMode = mode }
                 checkHeld(dir, i)
             case .stopNoBuffer:
-                // The filter took this chunk; what it kept before stays kept.
-                update(dir, i) { if before.keptMode == .buffer { $0.keptBody = nil; $0.keptMode = nil } }
+                // The filter took this chunk; what it kept before stays kept. If it was the
+                // last one, an empty chunk carries the end when the filter continues (as Envoy).
+                let empty = stream.allocator.buffer(capacity: 0)
+                update(dir, i) {
+                    if before.keptMode == .buffer { $0.keptBody = nil; $0.keptMode = nil }
+                    if eos && $0.keptBody == nil { $0.keptBody = empty; $0.keptMode = $0.keptMode ?? .watermark }
+                }
             }
         case .trailers(let trailers):
             update(dir, i) { $0.endReceived = true }
@@ -291,6 +301,10 @@ final class FilterChain {
     func resume(_ dir: Direction, from i: Int) {
         guard i < slots.count, !stopped(dir) else { return }
         let p = progress(dir, i)
+        // continue_stream from a filter that holds nothing (it never stopped, or the headers
+        // have not reached it) is a no-op, as in Envoy.
+        let holding = p.iteration != .flowing || !p.headersPassed || p.keptBody != nil || p.keptMode != nil || p.heldTrailers != nil
+        guard p.headersReceived, holding else { return }
         if case .allHeld = p.iteration {
             update(dir, i) { $0.iteration = .flowing; $0.queued = [] }
             passHeaders(dir, i, endOfStream: p.endReceived && p.queued.isEmpty)
@@ -338,10 +352,16 @@ final class FilterChain {
         case .failOpen:
             slot.plugin.runtime.stats.failedOpenStreams.increment()
             slot.bypassed = true
-            // What the filter held goes on, then the event that failed.
             update(dir, i) { $0.iteration = .flowing }
-            flush(dir, i, trailersFollow: false)
-            deliver(dir, event, at: next(dir, i))
+            if case .headers(let eos) = event {
+                // The headers the filter failed on go on, once.
+                passHeaders(dir, i, endOfStream: eos)
+            } else {
+                // What the filter held goes on (without ending the stream), then the event
+                // that failed, which carries the end if there is one.
+                flush(dir, i, trailersFollow: true)
+                deliver(dir, event, at: next(dir, i))
+            }
         case .failClosed, .reload:
             slot.plugin.runtime.stats.failedClosedStreams.increment()
             // An empty 503, as Envoy's wasm_fail_stream (the reason is in the log and /stats).

@@ -43,8 +43,12 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler, Stre
     private let slot: LoopSlot
     private var context: ChannelHandlerContext!
     private var readPending = false
-    /// Parts of a pipelined request delivered while the previous stream was still open.
-    private var deferredParts: [HTTPServerRequestPart] = []
+    /// Request parts not handled yet, in arrival order (a pipelined head waits here while the
+    /// previous stream is open).
+    private var pendingParts: [HTTPServerRequestPart] = []
+    private var processingParts = false
+    /// When the connection entered `.closing` or last made write progress in it.
+    private var closingSince = NIODeadline.now()
     /// One timer per connection for every downstream timeout (idle, stream idle, request,
     /// connection duration), re-armed only when it fires: a task per request showed in profiles.
     private var connectionTimer: Scheduled<Void>?
@@ -112,35 +116,43 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler, Stre
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        switch state {
-        case .closing, .tunnelled:
-            // A close-announcing response went out: whatever the client pipelined after it
-            // is not a request Sluice will answer.
-            return
-        case .active(let stream):
-            // NIO's pipelining handler hands over the next pipelined request from inside the
-            // write that ends the current response, before the current stream is over. It
-            // waits its turn here, and is replayed when the stream ends.
-            if !deferredParts.isEmpty || part.isHead {
-                deferredParts.append(part)
+        // Every part goes through one queue, in order. NIO's pipelining handler hands over the
+        // next pipelined request from inside the write that ends the current response, before
+        // the current stream is over: its head waits here until that stream has ended.
+        pendingParts.append(unwrapInboundIn(data))
+        processPendingParts()
+    }
+
+    /// Feeds queued request parts to the current stream, or starts the next stream, until a
+    /// head must wait for the stream in progress. Never re-entered: a stream that ends while a
+    /// part is being handled lets this same loop continue with the next part, in order.
+    private func processPendingParts() {
+        guard !processingParts else { return }
+        processingParts = true
+        defer { processingParts = false }
+        while let part = pendingParts.first {
+            switch state {
+            case .closing, .tunnelled:
+                // A close-announcing response went out: whatever the client pipelined after
+                // it is not a request Sluice will answer.
+                pendingParts.removeAll()
                 return
+            case .active(let stream):
+                if part.isHead { return }
+                pendingParts.removeFirst()
+                switch part {
+                case .head: break
+                case .body(let buffer):
+                    listener.stats.bytesReceived.increment(by: buffer.readableBytes)
+                    stream.receiveBody(buffer)
+                case .end(let trailers):
+                    stream.receiveEnd(trailers)
+                }
+            case .idle:
+                pendingParts.removeFirst()
+                // Anything but a head here belongs to a stream that already ended.
+                if case .head(let head) = part { startStream(head) }
             }
-            switch part {
-            case .head: break
-            case .body(let buffer):
-                listener.stats.bytesReceived.increment(by: buffer.readableBytes)
-                stream.receiveBody(buffer)
-            case .end(let trailers):
-                stream.receiveEnd(trailers)
-            }
-        case .idle:
-            if !deferredParts.isEmpty {
-                deferredParts.append(part)
-                return
-            }
-            guard case .head(let head) = part else { return }  // parts of a stream already ended
-            startStream(head)
         }
     }
 
@@ -163,6 +175,12 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler, Stre
         switch RequestValidation.validate(head) {
         case .success(let request):
             if !request.head.isKeepAlive { persistence = max(persistence, .close) }
+            // NIO's decoder stops parsing after a request asking to upgrade; unless a 101
+            // turns the connection into a tunnel, it ends with this stream.
+            if request.head.headers.contains(name: "upgrade"),
+               request.head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" }) {
+                persistence = max(persistence, .close)
+            }
             let stream = HTTPStream(downstream: self, connection: info, listener: listener, worker: worker,
                                     request: request.head, authority: request.authority, framing: request.framing)
             state = .active(stream)
@@ -186,6 +204,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler, Stre
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if case .closing = state { closingSince = .now() }  // the last response is still moving
         if context.channel.isWritable, let stream, !stream.chain.responseAboveWatermark {
             stream.chain.router.resumeUpstreamReads()
         }
@@ -282,7 +301,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler, Stre
         }
         if persistence != .keepAlive {
             state = .closing
-            deferredParts = []
+            pendingParts.removeAll()
             closeAfterWrites()
             return
         }
@@ -291,16 +310,15 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler, Stre
             readPending = false
             context.read()
         }
-        if !deferredParts.isEmpty {
-            let parts = deferredParts
-            deferredParts = []
-            for part in parts { channelRead(context: context, data: NIOAny(part)) }
-        }
+        processPendingParts()
+        // Parts replayed here did not come from a downstream read, whose end would flush
+        // what they wrote upstream.
+        self.stream?.chain?.router.flushUpstream()
     }
 
     func resetStream(_ stream: HTTPStream) {
         state = .closing
-        deferredParts = []
+        pendingParts.removeAll()
         close()
     }
 
@@ -326,8 +344,12 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler, Stre
         context.close(promise: nil)
     }
 
-    /// Closes once the last response has been written out, so it is not lost.
+    /// Closes once the last response has been written out, so it is not lost; a client that
+    /// stops reading does not keep the connection: without write progress for the idle
+    /// timeout, it is closed anyway.
     private func closeAfterWrites() {
+        closingSince = .now()
+        ensureTimer(by: closingSince + listener.config.idleTimeout.timeAmount)
         let channel = context.channel
         if let written = lastResponseEnd {
             written.whenComplete { _ in channel.close(promise: nil) }
@@ -431,7 +453,14 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler, Stre
                 }
                 next = min(next, left)
             }
-        case .closing, .tunnelled:
+        case .closing:
+            let left = config.idleTimeout.timeAmount - (now - closingSince)
+            if left <= .zero {
+                close()
+                return
+            }
+            next = min(next, left)
+        case .tunnelled:
             return
         }
         scheduleTimer(in: next)

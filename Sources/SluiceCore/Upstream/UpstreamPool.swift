@@ -286,6 +286,15 @@ final class EndpointPool: @unchecked Sendable {
         return connection
     }
 
+    /// The connection leaves the pool for good, to carry a tunnel (an accepted upgrade): it no
+    /// longer counts against the endpoint's connections, and its close is the tunnel's.
+    func handOver(_ connection: UpstreamConnection) {
+        connection.handler.delegate = nil
+        connection.handler.onClose = nil
+        openConnections -= 1
+        cluster.stats.connectionsActive.decrement()
+    }
+
     /// Returns a connection to the pool if its exchange ended cleanly: a fresh connection no
     /// request used, or a complete keep-alive response. Anything else is closed.
     func release(_ connection: UpstreamConnection) {

@@ -269,11 +269,9 @@ final class UpstreamRequest: UpstreamDelegate {
             switch state {
             case .upgrading(let c):
                 state = .finished
-                c.handler.delegate = nil
-                c.handler.onClose = nil
+                loop.pools[c.endpointIndex].handOver(c)
                 loop.requestFinished(endpoint: c.endpointIndex)
                 finishAccounting()
-                cluster.stats.connectionsActive.decrement()  // the tunnel no longer counts as pooled
                 router?.upgradeComplete(c, clusterStats: cluster.stats)
             case .receivingResponse(_, let requestSent):
                 // The upstream is done: its connection goes back to the pool now, even if a
@@ -332,6 +330,9 @@ final class UpstreamRequest: UpstreamDelegate {
 
     func upstreamReadComplete() {
         router?.flushDownstream()
+        // A request that started inside this read (a pipelined one, replayed when the
+        // previous stream ended) may have written to this connection.
+        connection?.channel.flush()
     }
 
     func upstreamClosed(_ closed: UpstreamConnection) {
@@ -359,7 +360,9 @@ final class UpstreamRequest: UpstreamDelegate {
             fail(.protocolError)
             return
         }
-        if retry(on: .connectFailure) { return }
+        // The request went out and the connection closed without an answer: it may have been
+        // processed, so only an idempotent request is tried again.
+        if method.isIdempotent, retry(on: .connectFailure) { return }
         fail(.resetBeforeResponse)
     }
 
@@ -390,6 +393,7 @@ final class UpstreamRequest: UpstreamDelegate {
         detach(reusable: reusable)
         state = .finished
         finishAccounting()
+        router?.upstreamWritable()  // request reads paused for this connection may go on
     }
 
     private func finishAccounting() {
