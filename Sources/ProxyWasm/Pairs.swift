@@ -25,6 +25,24 @@ public enum Pairs {
         return out
     }
 
+    /// Pairs with binary values (property maps whose values are numbers or booleans).
+    public static func serialize(bytes pairs: [([UInt8], [UInt8])]) -> [UInt8] {
+        if pairs.isEmpty { return [] }
+        var out = [UInt8]()
+        appendU32(&out, UInt32(pairs.count))
+        for (k, v) in pairs {
+            appendU32(&out, UInt32(k.count))
+            appendU32(&out, UInt32(v.count))
+        }
+        for (k, v) in pairs {
+            out.append(contentsOf: k)
+            out.append(0)
+            out.append(contentsOf: v)
+            out.append(0)
+        }
+        return out
+    }
+
     /// Decodes pairs; nil when malformed (unlike cpp-host, which silently yields an empty map,
     /// Sluice reports the error so a buggy filter cannot wipe headers by accident).
     /// Empty input, a single NUL, or a zero count are the empty map.

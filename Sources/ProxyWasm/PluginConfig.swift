@@ -15,6 +15,8 @@ public struct PluginIdentity: Sendable {
     /// until it resumes), which is what filters that pause for an authorization answer rely
     /// on; when true, body callbacks keep arriving while the headers are held.
     public var allowOnHeadersStopIteration: Bool
+    /// The bootstrap's node (the `xds.node` property).
+    public var node: NodeInfo?
 
     public init(name: String, rootID: String = "", vmID: String = "", vmConfiguration: [UInt8] = [], pluginConfiguration: [UInt8] = [], environment: [(String, String)] = [], cpuBudgetMs: UInt64 = 100, allowAnyHTTPCallTarget: Bool = false, allowOnHeadersStopIteration: Bool = false) {
         self.allowOnHeadersStopIteration = allowOnHeadersStopIteration

@@ -44,6 +44,11 @@ public final class StreamInfo {
     public var upstreamAddress: String = ""
     public var upstreamPort: Int = 0
     public var upstreamAttempts: Int = 0
+    /// Envoy's metadata of the stream's route, cluster, listener and upstream endpoint.
+    public var routeMetadata: Metadata?
+    public var clusterMetadata: Metadata?
+    public var listenerMetadata: Metadata?
+    public var upstreamHostMetadata: Metadata?
     public var endTime: Date?
     /// The request's headers as first received, for properties read in phases where the
     /// live map is gone (on_log).

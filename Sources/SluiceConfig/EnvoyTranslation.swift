@@ -187,6 +187,45 @@ private final class Translator {
         return .nanoseconds(Int64(secs * 1e9 + nanos))
     }
 
+    /// A YAML/JSON value as protobuf's Struct mapping reads it: plain `true`/`false` are
+    /// booleans, plain numbers are numbers, `null` is null, anything quoted is a string.
+    func structValue(_ node: Node) -> MetadataValue {
+        switch node {
+        case .scalar(let s):
+            if s.style == .plain {
+                switch s.string {
+                case "true": return .bool(true)
+                case "false": return .bool(false)
+                case "null", "~", "": return .null
+                default: if let d = Double(s.string) { return .number(d) }
+                }
+            }
+            return .string(s.string)
+        case .mapping(let m):
+            var fields: [String: MetadataValue] = [:]
+            for (k, v) in m { if let key = k.scalar?.string { fields[key] = structValue(v) } }
+            return .structure(fields)
+        case .sequence(let s):
+            return .list(s.map(structValue))
+        case .alias:
+            return .null
+        }
+    }
+
+    /// `metadata: { filter_metadata: { namespace: { ... } } }`.
+    func metadata(_ owner: Node, _ path: String) -> MetadataConfig {
+        guard let m = map(owner, "metadata") else { return [:] }
+        check(m, path + ".metadata", known: ["filter_metadata", "typed_filter_metadata"])
+        var out: MetadataConfig = [:]
+        if let fm = map(m, "filter_metadata"), case .mapping(let namespaces) = fm {
+            for (k, v) in namespaces {
+                guard let ns = k.scalar?.string, case .structure(let fields) = structValue(v) else { continue }
+                out[ns] = fields
+            }
+        }
+        return out
+    }
+
     func socketAddress(_ node: Node?, _ path: String) -> HostPort? {
         guard let sa = map(node, "socket_address") else {
             error(node, path, "expected address.socket_address (pipes and other address kinds are not supported)")
@@ -206,6 +245,13 @@ private final class Translator {
         // `node` names this proxy and `stats_config` names statistics (tags are not applied to
         // Sluice's /stats yet); everything else Sluice does not implement is reported.
         check(root, "", known: ["admin", "static_resources", "node", "bootstrap_extensions", "stats_config"])
+        if let node = map(root, "node") {
+            // Identity fields Envoy fills or reports; only id, cluster and metadata reach filters.
+            check(node, "node", known: ["id", "cluster", "metadata", "locality", "user_agent_name"])
+            var n = NodeConfig(id: str(node, "id") ?? "", cluster: str(node, "cluster") ?? "")
+            if let m = map(node, "metadata"), case .structure(let fields) = structValue(m) { n.metadata = fields }
+            config.node = n
+        }
         if let stats = map(root, "stats_config") {
             // Tags shape the names and labels of plugin metrics; the rest only selects or
             // buckets statistics and is accepted without effect.
@@ -279,6 +325,7 @@ private final class Translator {
         }
         check(chain, path + ".filter_chains[0]", known: ["filters"])
         var listener = ListenerConfig(name: name, address: address)
+        listener.metadata = metadata(node, path)
         for (i, f) in list(chain, "filters").enumerated() {
             let fpath = path + ".filter_chains[0].filters[\(i)]"
             check(f, fpath, known: ["name", "typed_config"])
@@ -394,7 +441,9 @@ private final class Translator {
         if let dr = map(node, "direct_response") {
             check(dr, path + ".direct_response", known: ["status", "body"])
             let body = str(map(dr, "body"), "inline_string") ?? ""
-            return RouteConfig(name: name, match: match, action: .directResponse(status: Int(str(dr, "status") ?? "") ?? 200, body: body))
+            var route = RouteConfig(name: name, match: match, action: .directResponse(status: Int(str(dr, "status") ?? "") ?? 200, body: body))
+            route.metadata = metadata(node, path)
+            return route
         }
         guard let r = map(node, "route"), let cluster = str(r, "cluster") else {
             error(node, path, "a route needs route.cluster or direct_response")
@@ -405,7 +454,9 @@ private final class Translator {
         target.prefixRewrite = str(r, "prefix_rewrite")
         target.hostRewrite = str(r, "host_rewrite_literal")
         if let t = duration(map(r, "timeout")) { target.timeout = t == .zero ? .seconds(86400) : t }
-        return RouteConfig(name: name, match: match, action: .cluster(target))
+        var route = RouteConfig(name: name, match: match, action: .cluster(target))
+        route.metadata = metadata(node, path)
+        return route
     }
 
     func translateWasm(_ config: Node?, _ path: String) -> PluginConfig? {
@@ -483,11 +534,14 @@ private final class Translator {
                 let p = path + ".load_assignment.endpoints[\(i)].lb_endpoints[\(j)]"
                 check(lb, p, known: ["endpoint", "load_balancing_weight", "metadata"])
                 if let a = socketAddress(map(map(lb, "endpoint"), "address"), p + ".endpoint.address") {
-                    endpoints.append(EndpointConfig(address: a, weight: Int(str(lb, "load_balancing_weight") ?? "1") ?? 1))
+                    var endpoint = EndpointConfig(address: a, weight: Int(str(lb, "load_balancing_weight") ?? "1") ?? 1)
+                    endpoint.metadata = metadata(lb, p)
+                    endpoints.append(endpoint)
                 }
             }
         }
         var cluster = ClusterConfig(name: name, endpoints: endpoints)
+        cluster.metadata = metadata(node, path)
         switch enumName(node, "lb_policy") ?? "ROUND_ROBIN" {
         case "ROUND_ROBIN": cluster.lb = .roundRobin
         case "LEAST_REQUEST": cluster.lb = .leastRequest

@@ -12,6 +12,8 @@ public struct SluiceConfiguration: Sendable, Equatable {
     public var drainTimeout: Duration
     /// Tags extracted from plugin metric names (Envoy's stats_config.stats_tags).
     public var statsTags: [StatsTag] = []
+    /// Envoy's bootstrap node (the `xds.node` property).
+    public var node: NodeConfig?
 
     public init(
         admin: AdminConfig = AdminConfig(),
@@ -87,6 +89,8 @@ public enum ListenerProtocol: String, Sendable, Equatable, CaseIterable {
 
 public struct ListenerConfig: Sendable, Equatable {
     public var name: String
+    /// Envoy metadata (`xds.listener_metadata`).
+    public var metadata: MetadataConfig = [:]
     public var address: HostPort
     public var proto: ListenerProtocol
     /// Plugin names, run in order on requests and in reverse order on responses.
@@ -255,6 +259,8 @@ public struct RouteConfig: Sendable, Equatable {
     /// virtual hosts the host is matched Envoy's way: the virtual host is chosen first by its
     /// domains, then the first matching route in it.
     public var virtualHost: VirtualHostRef?
+    /// Envoy metadata (`xds.route_metadata`).
+    public var metadata: MetadataConfig = [:]
     public init(name: String, match: RouteMatch, action: RouteAction, plugins: [String: RoutePluginOverride] = [:], virtualHost: VirtualHostRef? = nil) {
         self.name = name
         self.match = match
@@ -288,6 +294,8 @@ public enum LoadBalancerPolicy: String, Sendable, Equatable, CaseIterable {
 public struct EndpointConfig: Sendable, Equatable {
     public var address: HostPort
     public var weight: Int
+    /// Envoy metadata (`xds.upstream_host_metadata`).
+    public var metadata: MetadataConfig = [:]
     public init(address: HostPort, weight: Int = 1) {
         self.address = address
         self.weight = weight
@@ -326,6 +334,8 @@ public struct OutlierDetectionConfig: Sendable, Equatable {
 
 public struct ClusterConfig: Sendable, Equatable {
     public var name: String
+    /// Envoy metadata (`xds.cluster_metadata`).
+    public var metadata: MetadataConfig = [:]
     public var endpoints: [EndpointConfig]
     public var lb: LoadBalancerPolicy
     public var connectTimeout: Duration
@@ -460,3 +470,29 @@ public struct StatsTag: Sendable, Equatable {
         self.fixedValue = fixedValue
     }
 }
+
+/// A `google.protobuf.Value` as written in a bootstrap.
+public indirect enum MetadataValue: Sendable, Equatable {
+    case null
+    case number(Double)
+    case string(String)
+    case bool(Bool)
+    case structure([String: MetadataValue])
+    case list([MetadataValue])
+}
+
+/// Envoy's `filter_metadata`: namespace → fields.
+public typealias MetadataConfig = [String: [String: MetadataValue]]
+
+/// The bootstrap's `node`.
+public struct NodeConfig: Sendable, Equatable {
+    public var id: String
+    public var cluster: String
+    public var metadata: [String: MetadataValue]
+    public init(id: String = "", cluster: String = "", metadata: [String: MetadataValue] = [:]) {
+        self.id = id
+        self.cluster = cluster
+        self.metadata = metadata
+    }
+}
+

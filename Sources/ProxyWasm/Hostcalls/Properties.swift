@@ -56,6 +56,8 @@ extension PluginVM {
         case "plugin_name": return rest.isEmpty ? .string(identity.name) : nil
         case "plugin_root_id": return rest.isEmpty ? .string(identity.rootID) : nil
         case "plugin_vm_id": return rest.isEmpty ? .string(identity.vmID) : nil
+        case "xds" where rest.first == "node":
+            return identity.node?.property(rest.dropFirst()).map { .bytes($0) }
         case "sluice":
             switch rest.first {
             case "version": return .string(PluginVM.hostVersion)
@@ -123,6 +125,10 @@ extension PluginVM {
         case ("xds", "cluster_name"): return info.clusterName.isEmpty ? nil : .string(info.clusterName)
         case ("xds", "virtual_host_name"): return info.virtualHostName.isEmpty ? nil : .string(info.virtualHostName)
         case ("xds", "listener_direction"): return .int(1)  // INBOUND: Sluice listeners face clients
+        case ("xds", "route_metadata"): return info.routeMetadata?.property(rest.dropFirst()).map { .bytes($0) }
+        case ("xds", "cluster_metadata"): return info.clusterMetadata?.property(rest.dropFirst()).map { .bytes($0) }
+        case ("xds", "listener_metadata"): return info.listenerMetadata?.property(rest.dropFirst()).map { .bytes($0) }
+        case ("xds", "upstream_host_metadata"): return info.upstreamHostMetadata?.property(rest.dropFirst()).map { .bytes($0) }
         // Names Envoy removed in 1.33, kept as aliases so filters written for older Envoy
         // (and the Go SDK's properties helpers) still work. See docs/HOST-DIFFERENCES.md.
         case ("route_name", _) where rest.isEmpty: return info.routeName.isEmpty ? nil : .string(info.routeName)

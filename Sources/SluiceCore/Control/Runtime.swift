@@ -1,3 +1,4 @@
+import ProxyWasm
 import NIOCore
 import SluiceConfig
 
@@ -7,6 +8,8 @@ final class ListenerRuntime: Sendable {
     let stats: ListenerStats
     let routes: RouteTable
     let tcpCluster: ClusterRuntime?
+    /// `xds.listener_metadata`.
+    let metadata: Metadata
 
     init(config: ListenerConfig, stats: StatsRegistry, clusters: [String: ClusterRuntime]) {
         self.config = config
@@ -17,6 +20,7 @@ final class ListenerRuntime: Sendable {
             return CompiledRoute(config: route, stats: stats.route(listener: config.name, route: route.name)!, cluster: cluster)
         })
         self.tcpCluster = config.tcpCluster.flatMap { clusters[$0] }
+        self.metadata = Metadata(config.metadata)
     }
 }
 

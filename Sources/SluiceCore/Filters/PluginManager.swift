@@ -20,7 +20,7 @@ final class PluginRuntime: Sendable {
     let sha256: String
     let version: String
 
-    init(config: PluginConfig, module: WasmModule, fuelPerMs: UInt64, stats: PluginStats, sha256: String, version: String = "primary", configurationOverride: String? = nil) {
+    init(config: PluginConfig, module: WasmModule, fuelPerMs: UInt64, stats: PluginStats, sha256: String, version: String = "primary", configurationOverride: String? = nil, node: NodeConfig? = nil) {
         self.config = config
         self.module = module
         self.engineFuelPerMs = fuelPerMs
@@ -28,7 +28,7 @@ final class PluginRuntime: Sendable {
         self.sha256 = sha256
         self.version = version
         self.variant = configurationOverride
-        self.identity = PluginIdentity(
+        var identity = PluginIdentity(
             name: config.name, rootID: config.rootID, vmID: config.vmID,
             vmConfiguration: Array(config.vmConfiguration.utf8),
             pluginConfiguration: Array((configurationOverride ?? config.configuration).utf8),
@@ -36,6 +36,8 @@ final class PluginRuntime: Sendable {
             cpuBudgetMs: UInt64(max(1, config.cpuBudget.milliseconds.rounded())),
             allowAnyHTTPCallTarget: config.httpCallAnyHost,
             allowOnHeadersStopIteration: config.allowOnHeadersStopIteration)
+        identity.node = node.map(NodeInfo.init)
+        self.identity = identity
     }
 }
 
@@ -146,7 +148,7 @@ final class PluginManager: Sendable {
             stats[plugin.name] = s
             do {
                 let (module, digest) = try load(plugin.module)
-                let runtime = PluginRuntime(config: plugin, module: module, fuelPerMs: engine.fuelPerMillisecond, stats: s, sha256: digest)
+                let runtime = PluginRuntime(config: plugin, module: module, fuelPerMs: engine.fuelPerMillisecond, stats: s, sha256: digest, node: config.node)
                 try PluginManager.canary(runtime, shared: shared, logger: logger)
                 plugins[plugin.name] = runtime
                 for listener in config.listeners {
@@ -154,7 +156,7 @@ final class PluginManager: Sendable {
                         guard let o = route.plugins[plugin.name], !o.disabled, let conf = o.configuration else { continue }
                         let key = PluginManager.variantKey(plugin.name, conf)
                         if variants[key] != nil { continue }
-                        let variant = PluginRuntime(config: plugin, module: module, fuelPerMs: engine.fuelPerMillisecond, stats: s, sha256: digest, configurationOverride: conf)
+                        let variant = PluginRuntime(config: plugin, module: module, fuelPerMs: engine.fuelPerMillisecond, stats: s, sha256: digest, configurationOverride: conf, node: config.node)
                         try PluginManager.canary(variant, shared: shared, logger: logger)
                         variants[key] = variant
                     }
@@ -162,7 +164,7 @@ final class PluginManager: Sendable {
                 var rolloutInfo: (String, String, Int)?
                 if let path = plugin.rolloutModule {
                     let (rolloutModule, rolloutDigest) = try load(path)
-                    let rollout = PluginRuntime(config: plugin, module: rolloutModule, fuelPerMs: engine.fuelPerMillisecond, stats: s, sha256: rolloutDigest, version: "rollout")
+                    let rollout = PluginRuntime(config: plugin, module: rolloutModule, fuelPerMs: engine.fuelPerMillisecond, stats: s, sha256: rolloutDigest, version: "rollout", node: config.node)
                     try PluginManager.canary(rollout, shared: shared, logger: logger)
                     variants[PluginManager.rolloutKey(plugin.name)] = rollout
                     rolloutInfo = (path, rolloutDigest, plugin.rolloutWeight)

@@ -152,6 +152,9 @@ final class HTTPStream {
         info.routeName = route?.config.name ?? ""
         info.virtualHostName = route?.config.virtualHost?.name ?? ""
         if case .cluster(let target)? = route?.config.action { info.clusterName = target.cluster }
+        info.listenerMetadata = listener.metadata
+        info.routeMetadata = route?.metadata
+        info.clusterMetadata = route?.cluster?.metadata
         let data = HTTPStreamData(info: info)
         var headers = request.headers
         stripHopByHop(&headers)
@@ -257,14 +260,17 @@ final class HTTPStream {
         data.info.routeName = route?.config.name ?? ""
         data.info.virtualHostName = route?.config.virtualHost?.name ?? ""
         if case .cluster(let target)? = route?.config.action { data.info.clusterName = target.cluster }
+        data.info.routeMetadata = route?.metadata
+        data.info.clusterMetadata = route?.cluster?.metadata
         return route
     }
 
-    func upstreamAttemptStarted(endpoint: HostPort, attempts: Int) {
-        upstreamAddress = endpoint.description
+    func upstreamAttemptStarted(endpoint: Endpoint, attempts: Int) {
+        upstreamAddress = endpoint.address.description
         if let info = filterData?.info {
-            info.upstreamAddress = endpoint.host
-            info.upstreamPort = endpoint.port
+            info.upstreamAddress = endpoint.address.host
+            info.upstreamPort = endpoint.address.port
+            info.upstreamHostMetadata = endpoint.metadata
             info.upstreamAttempts = attempts
         }
     }

@@ -1,3 +1,4 @@
+import ProxyWasm
 import Foundation
 import NIOCore
 import NIOPosix
@@ -9,6 +10,8 @@ import Synchronization
 public final class Endpoint: Sendable {
     public let address: HostPort
     public let weight: Int
+    /// `xds.upstream_host_metadata`.
+    let metadata: Metadata
     /// Resolved once when the host is an IP literal; DNS names are resolved per connect.
     let socketAddress: SocketAddress?
     private let healthy = Atomic<Bool>(true)
@@ -19,6 +22,7 @@ public final class Endpoint: Sendable {
 
     init(config: EndpointConfig) {
         self.address = config.address
+        self.metadata = Metadata(config.metadata)
         self.weight = config.weight
         self.socketAddress = try? SocketAddress(ipAddress: config.address.host, port: config.address.port)
     }
@@ -85,9 +89,12 @@ public final class ClusterRuntime: Sendable {
     public let config: ClusterConfig
     public let endpoints: [Endpoint]
     public let stats: ClusterStats
+    /// `xds.cluster_metadata`.
+    let metadata: Metadata
 
     init(config: ClusterConfig, stats: ClusterStats) {
         self.config = config
+        self.metadata = Metadata(config.metadata)
         self.endpoints = config.endpoints.map(Endpoint.init(config:))
         self.stats = stats
     }

@@ -1,4 +1,5 @@
 import NIOHTTP1
+import ProxyWasm
 import SluiceConfig
 
 /// A route compiled for matching: regexes are built once, names and stats resolved once.
@@ -8,12 +9,15 @@ final class CompiledRoute: @unchecked Sendable {
     let config: RouteConfig
     let stats: RouteStats
     let cluster: ClusterRuntime?
+    /// The route's metadata as filters read it (`xds.route_metadata`).
+    let metadata: Metadata
     private let regex: Regex<AnyRegexOutput>?
 
     init(config: RouteConfig, stats: RouteStats, cluster: ClusterRuntime?) {
         self.config = config
         self.stats = stats
         self.cluster = cluster
+        self.metadata = Metadata(config.metadata)
         if case .regex(let pattern) = config.match.path {
             self.regex = try? Regex(pattern)
         } else {

@@ -124,7 +124,7 @@ final class RouterFilter {
 
     // MARK: from the upstream request
 
-    func attemptStarted(_ upstream: UpstreamRequest, endpoint: HostPort) {
+    func attemptStarted(_ upstream: UpstreamRequest, endpoint: Endpoint) {
         stream.upstreamAttemptStarted(endpoint: endpoint, attempts: upstream.attempts)
     }
 

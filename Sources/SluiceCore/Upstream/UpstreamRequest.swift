@@ -158,7 +158,7 @@ final class UpstreamRequest: UpstreamDelegate {
         endpointIndex = index
         let endpoint = cluster.endpoints[index]
         address = endpoint.address.description
-        router?.attemptStarted(self, endpoint: endpoint.address)
+        router?.attemptStarted(self, endpoint: endpoint)
         loop.requestStarted(endpoint: index)
         cluster.stats.requests.increment()
         let pool = loop.pools[index]

@@ -212,6 +212,29 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
             pw_add_header(PW_REQUEST_HEADERS, "x-last-event", ev);
         }
     }
+    if (is(ctx, "meta-props") || is(ctx, "meta-props-all")) {
+        /* Metadata and node properties, hex-encoded (values may be binary): header
+           x-meta-N = status:hex for the N-th path below. */
+        static const char *paths[] = {
+            "xds\0node\0id", "xds\0node\0cluster", "xds\0node\0metadata\0team",
+            "xds\0route_metadata\0filter_metadata\0acme\0tier", "xds\0route_metadata\0filter_metadata\0acme\0weight",
+            "xds\0route_metadata\0filter_metadata\0acme\0canary", "xds\0cluster_metadata\0filter_metadata\0acme\0region",
+            "xds\0listener_metadata\0filter_metadata\0acme\0zone", "xds\0route_metadata\0filter_metadata\0acme",
+            "xds\0route_metadata", "xds\0node\0metadata", "xds\0cluster_metadata\0filter_metadata\0acme\0missing",
+        };
+        static const size_t lens[] = {11, 16, 22, 44, 46, 46, 48, 47, 39, 18, 17, 49};
+        for (int k = 0; k < 12; k++) {
+            /* Whole structs and messages: Envoy's map order is unspecified, so only with -all. */
+            if ((k == 8 || k == 9) && !is(ctx, "meta-props-all")) continue;
+            char *value = NULL; size_t n = 0;
+            pw_status st = proxy_get_property(paths[k], lens[k], &value, &n);
+            char out[600]; int o = snprintf(out, sizeof out, "%d:", st);
+            for (size_t b = 0; b < n && o < (int)sizeof out - 3; b++) o += snprintf(out + o, sizeof out - o, "%02x", (unsigned char)value[b]);
+            free(value);
+            char name[16]; snprintf(name, sizeof name, "x-meta-%d", k);
+            pw_add_header(PW_REQUEST_HEADERS, name, out);
+        }
+    }
     if (is(ctx, "tagged-metric")) {
         /* A metric whose name carries a tag for stats_tags to extract (the only way the ABI
            can give a metric labels in Envoy). */
