@@ -226,6 +226,24 @@ extension WasmFilterTests {
         await p.stop()
     }
 
+    /// A filter holding the response (StopAllIterationAndWatermark) while the upstream sends
+    /// 100 MB: past the buffer limit Sluice stops reading the upstream, memory stays bounded,
+    /// and the stream idle timeout answers the client (504: the request was whole).
+    func testAWatermarkHoldOnTheResponseStopsReadingTheUpstream() async throws {
+        let p = try await proxy(filters: [("c", "buffer_limit_kb: 64")], listenerFields: "    stream_idle_timeout: 1s")
+        let port = p.port()
+        let rssBefore = residentBytes()
+        let status = try await blocking { () -> Int in
+            let client = try RawHTTPClient(port: port, timeout: 10)
+            try client.send("GET /bytes/\(100 << 20) HTTP/1.1\r\nHost: t\r\nx-test: hold-response\r\n\r\n")
+            return (try? client.readResponse().0.status) ?? 0
+        }
+        XCTAssertEqual(status, 504, "the held stream went idle and was answered")
+        let growth = residentBytes() - rssBefore
+        XCTAssertLessThan(growth, (64 << 10) + (8 << 20), "RSS grew by \(growth) bytes: the upstream was read past the limit")
+        await p.stop()
+    }
+
     /// A local answer from a body callback on a routed stream, then the next request on the
     /// same connection: answered, not swallowed.
     func testALocalReplyFromABodyCallbackLeavesTheConnectionUsable() async throws {

@@ -67,6 +67,8 @@ final class HTTPStream {
     private var bytesSent = 0
     private var upstreamAddress = "-"
     private var logged = false
+    /// A 100 Continue went to the client: its body is coming.
+    var continueSent = false
 
     init(downstream: StreamDownstream, connection: DownstreamConnectionInfo, listener: ListenerRuntime, worker: Worker,
          request: HTTPRequestHead, authority: String, framing: BodyFraming) {
@@ -350,6 +352,12 @@ final class HTTPStream {
             data.info.finalResponseHeaders = map
         }
         status = Int(head.status.code)
+        // A response that ends with its head, to a client that expects a body (a filter turned
+        // the upstream request into a HEAD): the length it announces must be what it sends.
+        if endOfStream && request.method != .HEAD && status >= 200 && status != 204 && status != 304,
+           let length = head.headers.first(name: "content-length"), length != "0" {
+            head.headers.replaceOrAdd(name: "content-length", value: "0")
+        }
         downstream.writeResponseHead(head, for: self)
         if endOfStream { endResponse(nil) }
     }

@@ -279,8 +279,8 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler, Stre
     }
 
     func shouldReadRestOfRequest(_ stream: HTTPStream) -> Bool {
-        // A client waiting for 100-continue will not send the body: close instead.
-        if stream.framing.hasBody && stream.request.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+        // A client waiting for 100-continue (none was sent) will not send the body: close instead.
+        if stream.framing.hasBody && !stream.continueSent && stream.request.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) {
             persistence = .closeWithoutReading
         }
         return persistence != .closeWithoutReading

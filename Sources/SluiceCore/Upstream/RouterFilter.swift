@@ -117,7 +117,11 @@ final class RouterFilter {
         let upstream = UpstreamRequest(router: self, head: head, method: request.head.method, target: target, cluster: cluster,
                                        loop: stream.worker.state(for: cluster), isUpgrade: isUpgrade, eventLoop: stream.eventLoop)
         state = .forwarding(upstream)
-        if expectContinue { stream.downstream.writeContinue() }
+        // No 100 for an HTTP/1.0 client (RFC 9110 §15.2.1).
+        if expectContinue && (stream.request.version.major > 1 || stream.request.version.minor >= 1) {
+            stream.continueSent = true
+            stream.downstream.writeContinue()
+        }
         upstream.start()
         if endOfStream { upstream.sendEnd(nil) }
     }
@@ -137,7 +141,10 @@ final class RouterFilter {
         // ends with this stream.
         if upstream?.isUpgrade == true { stream.downstream.closeAfterStream() }
         let code = head.status.code
-        let bodyless = stream.request.method == .HEAD || code == 204 || code == 304 || head.headers.first(name: "content-length") == "0"
+        // The method the upstream was sent decides whether its response has a body (a filter
+        // may have changed it).
+        let method = upstream?.head.method ?? stream.request.method
+        let bodyless = method == .HEAD || code == 204 || code == 304 || head.headers.first(name: "content-length") == "0"
         if bodyless {
             bodylessHead = head
             return

@@ -56,6 +56,8 @@ final class UpstreamRequest: UpstreamDelegate {
     /// A copy of the body while it is small, so the request can be replayed on a retry.
     private var replay: [ByteBuffer]? = []
     private var replayBytes = 0
+    /// The request's trailers, replayed with its body.
+    private var replayTrailers: HTTPHeaders?
     /// The router handed over the request's end.
     private(set) var requestComplete = false
     private var endpointIndex: Int?
@@ -120,6 +122,7 @@ final class UpstreamRequest: UpstreamDelegate {
     func sendEnd(_ trailers: HTTPHeaders?) {
         guard !requestComplete else { return }
         requestComplete = true
+        replayTrailers = trailers
         if let connection, !requestWritten {
             writeEnd(connection, trailers)
         } else if case .connecting = state {
@@ -208,7 +211,7 @@ final class UpstreamRequest: UpstreamDelegate {
     private func replayFromCopy() {
         guard let replay else { return }
         pending = replay
-        pendingEnd = requestComplete ? .some(pendingEnd ?? nil) : nil
+        pendingEnd = requestComplete ? .some(replayTrailers) : nil
     }
 
     private func attach(_ connection: UpstreamConnection) {

@@ -416,6 +416,9 @@ PW_EXPORT(proxy_on_response_headers) uint32_t on_response_headers(uint32_t ctx, 
     pw_add_header(PW_RESPONSE_HEADERS, "x-c-response", "seen");
     char *status = pw_header(PW_RESPONSE_HEADERS, ":status");
     pw_add_header(PW_RESPONSE_HEADERS, "x-c-saw-status", status ? status : "?");
+    /* Hold the upstream's response (StopAllIterationAndWatermark) and never release it;
+       Sluice's own answers pass. */
+    if (is(ctx, "hold-response") && status && strcmp(status, "200") == 0) { free(status); return 4; }
     free(status);
     if (is(ctx, "append-response")) pw_remove_header(PW_RESPONSE_HEADERS, "content-length");
     if (is(ctx, "ten-callouts")) {
