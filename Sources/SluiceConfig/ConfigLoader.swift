@@ -180,7 +180,7 @@ struct ConfigDecoder {
     func decodeListener(_ node: Node, _ path: String) -> ListenerConfig? {
         guard let m = reader.mapping(node, path, allowed: ["name", "address", "protocol", "http_filters", "routes", "cluster", "max_request_headers_kb", "idle_timeout",
                                                          "request_headers_timeout", "stream_idle_timeout", "request_timeout",
-                                                         "max_connection_duration", "max_pipelined_requests"]) else { return nil }
+                                                         "max_connection_duration", "max_pipelined_requests", "upgrades"]) else { return nil }
         let name = m.string("name", required: true, what: "the listener's name")
         let address = m.hostPort("address", required: true)
         let proto: ListenerProtocol = m.oneOf("protocol", default: .http)
@@ -195,6 +195,7 @@ struct ConfigDecoder {
         switch proto {
         case .http:
             listener.httpFilters = m.stringList("http_filters")
+            if m.node("upgrades") != nil { listener.upgradeTypes = m.stringList("upgrades").map { $0.lowercased() } }
             listener.routes = m.list("routes") { decodeRoute($0, $1, listenerName: name ?? "") }
             if !m.has("routes") { m.missing("routes", "an http listener needs at least one route") }
             if let c = m.node("cluster") { reader.report(c, m.keyPath("cluster"), "'cluster' is for tcp listeners; http listeners route with 'routes'") }

@@ -352,7 +352,13 @@ private final class Translator {
     func translateHCM(_ hcm: Node, _ path: String, listener: inout ListenerConfig) {
         if str(hcm, "stat_prefix") == nil { error(hcm, path + ".stat_prefix", "the http_connection_manager needs a stat_prefix") }
         check(hcm, path, known: ["stat_prefix", "codec_type", "route_config", "http_filters", "stream_idle_timeout",
-                                 "request_timeout", "request_headers_timeout", "common_http_protocol_options", "http_protocol_options"])
+                                 "request_timeout", "request_headers_timeout", "common_http_protocol_options", "http_protocol_options", "upgrade_configs"])
+        // Upgrades Envoy allows are the ones listed (none by default: 403).
+        listener.upgradeTypes = list(hcm, "upgrade_configs").enumerated().compactMap { i, u in
+            check(u, path + ".upgrade_configs[\(i)]", known: ["upgrade_type", "enabled"])
+            if str(u, "enabled") == "false" { return nil }
+            return str(u, "upgrade_type")?.lowercased()
+        }
         // Sluice serves HTTP/1.0 whatever accept_http_10 says (docs/HOST-DIFFERENCES.md #27).
         if let options = map(hcm, "http_protocol_options") {
             check(options, path + ".http_protocol_options", known: ["accept_http_10"])

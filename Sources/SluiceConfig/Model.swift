@@ -91,6 +91,9 @@ public struct ListenerConfig: Sendable, Equatable {
     public var name: String
     /// Envoy metadata (`xds.listener_metadata`).
     public var metadata: MetadataConfig = [:]
+    /// The upgrades (`Upgrade:` tokens, lower case) this listener tunnels; nil: any. Envoy
+    /// configs list theirs in `upgrade_configs` (none listed: none allowed, 403).
+    public var upgradeTypes: [String]?
     public var address: HostPort
     public var proto: ListenerProtocol
     /// Plugin names, run in order on requests and in reverse order on responses.

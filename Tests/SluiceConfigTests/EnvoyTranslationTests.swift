@@ -255,4 +255,11 @@ final class EnvoyTranslationTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("domain 'api.example.com' is also in virtual host 'api'"), "\(error)")
         }
     }
+    func testUpgradeConfigsListTheUpgradesAListenerTunnels() throws {
+        let none = try EnvoyTranslation.translate(yaml: bootstrap, file: "envoy.yaml").config.listeners[0]
+        XCTAssertEqual(none.upgradeTypes, [], "no upgrade_configs: no upgrades, as in Envoy")
+        let yaml = bootstrap.replacingOccurrences(of: "use_remote_address: true", with: "upgrade_configs: [{ upgrade_type: WebSocket }, { upgrade_type: h2c, enabled: false }]")
+        let listener = try EnvoyTranslation.translate(yaml: yaml, file: "envoy.yaml").config.listeners[0]
+        XCTAssertEqual(listener.upgradeTypes, ["websocket"])
+    }
 }

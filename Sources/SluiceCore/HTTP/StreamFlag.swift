@@ -86,7 +86,7 @@ enum StreamFlag: Sendable, Equatable {
         case .upstreamReset, .upstreamResetAfterHeaders: return .upstreamConnectionTermination
         case .downstreamReset: return .downstreamConnectionTermination
         case .refused(.streamIdleTimeout): return .streamIdleTimeout
-        case .refused(.requestTimeout), .refused(.requestHeadersTimeout), .refused(.pipelineLimit): return []
+        case .refused(.requestTimeout), .refused(.requestHeadersTimeout), .refused(.pipelineLimit), .refused(.upgradeNotAllowed): return []
         case .refused: return .downstreamProtocolError
         case .directResponse, .upgrade, .filter: return []
         }

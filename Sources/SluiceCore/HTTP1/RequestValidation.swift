@@ -20,9 +20,11 @@ enum DownstreamRefusal: Int, CaseIterable, Error, Sendable {
     case requestTimeout
     case streamIdleTimeout
     case pipelineLimit
+    case upgradeNotAllowed
 
     var status: HTTPResponseStatus {
         switch self {
+        case .upgradeNotAllowed: return .forbidden
         case .headersTooLarge: return .requestHeaderFieldsTooLarge
         case .unsupportedTransferCoding: return .notImplemented
         case .connectMethod: return .methodNotAllowed
@@ -50,6 +52,7 @@ enum DownstreamRefusal: Int, CaseIterable, Error, Sendable {
         case .requestTimeout: return "request_timeout"
         case .streamIdleTimeout: return "stream_idle_timeout"
         case .pipelineLimit: return "pipeline_limit"
+        case .upgradeNotAllowed: return "upgrade_failed"
         }
     }
 
@@ -71,6 +74,7 @@ enum DownstreamRefusal: Int, CaseIterable, Error, Sendable {
         case .requestTimeout: return "request timeout\n"
         case .streamIdleTimeout: return "stream idle timeout\n"
         case .pipelineLimit: return "too many pipelined requests\n"
+        case .upgradeNotAllowed: return ""
         }
     }
 }

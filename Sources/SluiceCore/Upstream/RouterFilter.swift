@@ -89,6 +89,14 @@ final class RouterFilter {
         var headers = request.head.headers
         let connectionTokens = headers[canonicalForm: "connection"].map { $0.lowercased() }
         let isUpgrade = headers.contains(name: "upgrade") && connectionTokens.contains("upgrade")
+        if isUpgrade, let allowed = stream.listener.config.upgradeTypes,
+           !headers["upgrade"].contains(where: { allowed.contains($0.trimmingOWS().lowercased()) }) {
+            // As Envoy without a matching upgrade_configs entry: 403, and the connection ends.
+            state = .answered
+            stream.listener.stats.record(DownstreamRefusal.upgradeNotAllowed)
+            stream.sendLocalReply(status: .forbidden, body: "", flag: .refused(.upgradeNotAllowed))
+            return
+        }
         stripHopByHop(&headers, keepUpgrade: isUpgrade)
         if isUpgrade { headers.replaceOrAdd(name: "connection", value: "upgrade") }
         // Expect: 100-continue is answered here, as Envoy does: the upstream sees a plain request.
