@@ -4,7 +4,8 @@ import Foundation
 /// plugin's root context and its stream contexts. Confined to its thread; shares nothing
 /// with other VMs but the process-wide shared data, queues and metrics.
 public final class PluginVM {
-    public let identity: PluginIdentity
+    /// The plugin that created the VM (root context 1).
+    public let primaryIdentity: PluginIdentity
     public let abi: ABIVersion
     let instance: WasmInstance
     let memory: GuestMemory
@@ -19,6 +20,38 @@ public final class PluginVM {
     public let rootContextID: UInt32 = 1
     private var nextContextID: UInt32 = 2
     var streams: [UInt32: StreamContext] = [:]
+
+    /// Further plugins sharing this VM (same vm_id, code and VM configuration, as cpp-host
+    /// shares them): each its own root context, identity and services.
+    struct SharedRoot {
+        let identity: PluginIdentity
+        weak var services: PluginServices?
+    }
+    private(set) var sharedRoots: [UInt32: SharedRoot] = [:]
+    /// Which root context each pending callout belongs to.
+    private var calloutRoots: [UInt32: UInt32] = [:]
+
+    /// The root context of the context being called: itself, or its stream's root.
+    var currentRootID: UInt32 {
+        if sharedRoots.isEmpty { return rootContextID }
+        let id = effectiveContextID
+        if id == rootContextID || sharedRoots[id] != nil { return id }
+        return streams[id]?.rootID ?? rootContextID
+    }
+
+    /// The plugin being called (its configuration, budget, names).
+    public var identity: PluginIdentity {
+        if sharedRoots.isEmpty { return primaryIdentity }
+        return sharedRoots[currentRootID]?.identity ?? primaryIdentity
+    }
+
+    /// The services of the plugin being called (its callouts, ticks).
+    var currentServices: PluginServices? {
+        if sharedRoots.isEmpty { return services }
+        return sharedRoots[currentRootID]?.services ?? services
+    }
+
+    func isRootContext(_ id: UInt32) -> Bool { id == rootContextID || sharedRoots[id] != nil }
 
     /// The context the host is calling into, and the one hostcalls act on (may be switched
     /// by proxy_set_effective_context until the callback returns).
@@ -67,7 +100,7 @@ public final class PluginVM {
 
     /// Instantiates `module` and runs its WASI entry point. Start the root context with `start()`.
     public init(module: WasmModule, identity: PluginIdentity, services: PluginServices, shared: PluginSharedState) throws {
-        self.identity = identity
+        self.primaryIdentity = identity
         self.services = services
         self.shared = shared
         let abi = try PluginVM.detectABI(exports: module.exportNames)
@@ -207,6 +240,8 @@ public final class PluginVM {
         failureReason = reason
         services?.log(.critical, "plugin '\(identity.name)' failed and will not be called again: \(reason)")
         services?.vmFailed(self, kind: kind, reason: reason)
+        // Every plugin in a shared VM fails with it and applies its own policy.
+        for root in sharedRoots.values { root.services?.vmFailed(self, kind: kind, reason: reason) }
     }
 
     /// Allocates `count` bytes in guest memory with the module's allocator (§4.5). During the
@@ -251,38 +286,68 @@ public final class PluginVM {
     /// Creates the root context and runs on_vm_start and on_configure. False from either
     /// (or a trap) rejects the plugin.
     public func start() throws {
-        call(fns.onContextCreate, "proxy_on_context_create", context: rootContextID, [UInt64(rootContextID), 0])
+        try startRoot(rootContextID, identity: primaryIdentity)
+    }
+
+    /// Another plugin joins this VM with its own root context (cpp-host's VM sharing): its
+    /// on_vm_start and on_configure run with its own configuration. Returns its root id.
+    public func addRoot(identity: PluginIdentity, services: PluginServices) throws -> UInt32 {
+        var id = nextContextID
+        while streams[id] != nil || id == 0 || isRootContext(id) { id &+= 1 }
+        nextContextID = id &+ 1
+        sharedRoots[id] = SharedRoot(identity: identity, services: services)
+        do {
+            try startRoot(id, identity: identity)
+        } catch {
+            sharedRoots[id] = nil
+            throw error
+        }
+        return id
+    }
+
+    private func startRoot(_ id: UInt32, identity: PluginIdentity) throws {
+        call(fns.onContextCreate, "proxy_on_context_create", context: id, [UInt64(id), 0])
         configurationReadable = true
         defer { configurationReadable = false }
-        let started = fns.onVMStart == nil ? 1 : call(fns.onVMStart, "proxy_on_vm_start", context: rootContextID, [UInt64(rootContextID), UInt64(identity.vmConfiguration.count)])
+        let started = fns.onVMStart == nil ? 1 : call(fns.onVMStart, "proxy_on_vm_start", context: id, [UInt64(id), UInt64(identity.vmConfiguration.count)])
         if failed { throw PluginError.start("proxy_on_vm_start trapped: \(failureReason ?? "")") }
         guard started != 0 else { throw PluginError.start("proxy_on_vm_start returned false") }
-        let configured = fns.onConfigure == nil ? 1 : call(fns.onConfigure, "proxy_on_configure", context: rootContextID, [UInt64(rootContextID), UInt64(identity.pluginConfiguration.count)])
+        let configured = fns.onConfigure == nil ? 1 : call(fns.onConfigure, "proxy_on_configure", context: id, [UInt64(id), UInt64(identity.pluginConfiguration.count)])
         if failed { throw PluginError.start("proxy_on_configure trapped: \(failureReason ?? "")") }
         guard configured != 0 else { throw PluginError.start("proxy_on_configure returned false (configuration rejected)") }
     }
 
     /// Root shutdown: on_done, and on_delete now or after proxy_done.
     public func shutdown() {
-        let done = call(fns.onDone, "proxy_on_done", context: rootContextID, [UInt64(rootContextID)]) ?? 1
+        shutdownRoot(rootContextID)
+    }
+
+    /// One plugin of the VM stops: its root context's on_done and on_delete.
+    public func shutdownRoot(_ id: UInt32) {
+        let done = call(fns.onDone, "proxy_on_done", context: id, [UInt64(id)]) ?? 1
         if done != 0 {
-            call(fns.onDelete, "proxy_on_delete", context: rootContextID, [UInt64(rootContextID)])
-        } else {
+            call(fns.onDelete, "proxy_on_delete", context: id, [UInt64(id)])
+        } else if id == rootContextID {
             rootDonePending = true
         }
-        services?.setTickPeriod(vm: self, milliseconds: 0)
+        if id == rootContextID {
+            services?.setTickPeriod(vm: self, milliseconds: 0)
+        } else {
+            sharedRoots[id]?.services?.setTickPeriod(vm: self, milliseconds: 0)
+        }
     }
 
     // MARK: streams
 
     /// Creates a stream context (the lazily created context of an HTTP stream).
-    public func createStream(data: HTTPStreamData, actions: HTTPStreamActions) -> UInt32 {
+    public func createStream(data: HTTPStreamData, actions: HTTPStreamActions, root: UInt32? = nil) -> UInt32 {
+        let root = root ?? rootContextID
         var id = nextContextID
-        while streams[id] != nil || id == 0 || id == rootContextID { id &+= 1 }
+        while streams[id] != nil || id == 0 || isRootContext(id) { id &+= 1 }
         nextContextID = id &+ 1
-        let stream = StreamContext(id: id, data: data, actions: actions)
+        let stream = StreamContext(id: id, data: data, actions: actions, rootID: root)
         streams[id] = stream
-        call(fns.onContextCreate, "proxy_on_context_create", context: id, [UInt64(id), UInt64(rootContextID)])
+        call(fns.onContextCreate, "proxy_on_context_create", context: id, [UInt64(id), UInt64(root)])
         return id
     }
 
@@ -352,12 +417,14 @@ public final class PluginVM {
 
     // MARK: root-context events
 
-    public func onTick() {
-        call(fns.onTick, "proxy_on_tick", context: rootContextID, [UInt64(rootContextID)])
+    public func onTick(root: UInt32? = nil) {
+        let root = root ?? rootContextID
+        call(fns.onTick, "proxy_on_tick", context: root, [UInt64(root)])
     }
 
-    public func onQueueReady(_ queueID: UInt32) {
-        call(fns.onQueueReady, "proxy_on_queue_ready", context: rootContextID, [UInt64(rootContextID), UInt64(queueID)])
+    public func onQueueReady(_ queueID: UInt32, root: UInt32? = nil) {
+        let root = root ?? rootContextID
+        call(fns.onQueueReady, "proxy_on_queue_ready", context: root, [UInt64(root), UInt64(queueID)])
     }
 
     /// Delivers a callout's response (nil: it failed; get_status then says why).
@@ -371,8 +438,9 @@ public final class PluginVM {
             lastStatus = (WasmResult.brokenConnection.rawValue, failure)
         }
         defer { httpCallResponse = nil }
-        call(fns.onHTTPCallResponse, "proxy_on_http_call_response", context: rootContextID, [
-            UInt64(rootContextID), UInt64(token), UInt64(response?.headers.entries.count ?? 0),
+        let root = calloutRoots.removeValue(forKey: token) ?? rootContextID
+        call(fns.onHTTPCallResponse, "proxy_on_http_call_response", context: root, [
+            UInt64(root), UInt64(token), UInt64(response?.headers.entries.count ?? 0),
             UInt64(response?.body.count ?? 0), UInt64(response?.trailers.entries.count ?? 0),
         ])
     }
@@ -382,10 +450,14 @@ public final class PluginVM {
         nextCalloutToken &+= 1
         if nextCalloutToken == 0 { nextCalloutToken = 1 }
         pendingCallouts.insert(token)
+        if !sharedRoots.isEmpty { calloutRoots[token] = currentRootID }
         return token
     }
 
-    func forgetCallout(_ token: UInt32) { pendingCallouts.remove(token) }
+    func forgetCallout(_ token: UInt32) {
+        pendingCallouts.remove(token)
+        calloutRoots[token] = nil
+    }
 
     var effectiveStream: StreamContext? { streams[effectiveContextID] }
 
@@ -399,11 +471,14 @@ final class StreamContext {
     let data: HTTPStreamData
     weak var actions: HTTPStreamActions?
     var localResponseSent = false
+    /// The root context (plugin) this stream belongs to.
+    let rootID: UInt32
 
-    init(id: UInt32, data: HTTPStreamData, actions: HTTPStreamActions) {
+    init(id: UInt32, data: HTTPStreamData, actions: HTTPStreamActions, rootID: UInt32) {
         self.id = id
         self.data = data
         self.actions = actions
+        self.rootID = rootID
     }
 }
 

@@ -244,6 +244,36 @@ extension WasmFilterTests {
         await p.stop()
     }
 
+    /// Plugins with the same vm_id and module share one VM per worker, each with its own root
+    /// context (as Envoy): a global the module sets in on_configure is the last plugin's; with
+    /// different vm_ids each plugin keeps its own.
+    func testPluginsWithTheSameVMIDShareOneVM() async throws {
+        let module = try TestFilters.path("c-conformance")
+        for (vmB, expected) in [("shared", "two"), ("other", "one")] {
+            let p = try await ProxyUnderTest.start("""
+                listeners:
+                  - name: main
+                    address: 127.0.0.1:0
+                    http_filters: [a]
+                    routes:
+                      - { match: { prefix: / }, cluster: origin }
+                  - name: other
+                    address: 127.0.0.1:0
+                    http_filters: [b]
+                    routes:
+                      - { match: { prefix: / }, cluster: origin }
+                clusters:
+                  - { name: origin, endpoints: ["127.0.0.1:{{origin}}"] }
+                plugins:
+                  - { name: a, module: "\(module)", vm_id: shared, configuration: one }
+                  - { name: b, module: "\(module)", vm_id: \(vmB), configuration: two }
+                """, ports: ["origin": upstream.port], workers: 1)
+            let seen = try upstreamHeaders(try get(p.port(), "none"))["x-c-config"]
+            XCTAssertEqual(seen, expected, "vm_id of b: \(vmB)")
+            await p.stop()
+        }
+    }
+
     /// A local answer from a body callback on a routed stream, then the next request on the
     /// same connection: answered, not swallowed.
     func testALocalReplyFromABodyCallbackLeavesTheConnectionUsable() async throws {

@@ -11,7 +11,7 @@ extension PluginVM {
         guard names.contains(":method"), names.contains(":path"), names.contains(":authority") else { return .badArgument }
         guard headerPairs.allSatisfy({ PluginVM.validHeader($0.0, $0.1) }) else { return .badArgument }
         guard memory.withBytes(tokenOut, 4, { _ in true }) != nil else { return .invalidMemoryAccess }
-        guard let services else { return .internalFailure }
+        guard let services = currentServices else { return .internalFailure }
         let token = registerCallout()
         let result = services.httpCall(vm: self, token: token, upstream: target, headers: headerPairs, body: bodyBytes, trailers: trailerPairs, timeoutMs: timeoutMs)
         guard result == .ok else {
@@ -23,7 +23,7 @@ extension PluginVM {
     }
 
     func setTickPeriod(_ ms: UInt32) -> WasmResult {
-        services?.setTickPeriod(vm: self, milliseconds: ms)
+        currentServices?.setTickPeriod(vm: self, milliseconds: ms)
         return .ok
     }
 }

@@ -2,7 +2,7 @@ extension PluginVM {
     /// Switches the context later hostcalls in this callback act on. Any live context of this
     /// VM may be chosen (the SDKs switch to the stream that started a callout).
     func setEffectiveContext(_ id: UInt32) -> WasmResult {
-        guard id == rootContextID || streams[id] != nil else { return .badArgument }
+        guard isRootContext(id) || streams[id] != nil else { return .badArgument }
         effectiveContextID = id
         return .ok
     }

@@ -18,8 +18,9 @@ extension PluginVM {
         // Notifications hop to this VM's thread; the VM may be gone by then.
         let executor = services.executor
         let target = WeakVM(self)
+        let root = currentRootID  // notifications go to the root context that registered
         let id = shared.queues.register(vmID: identity.vmID, name: name, ownerToken: ownerToken) { queueID in
-            executor { target.deliverQueueReady(queueID) }
+            executor { target.deliverQueueReady(queueID, root: root) }
         }
         memory.writeU32(idOut, id)
         return .ok
@@ -51,7 +52,7 @@ extension PluginVM {
 final class WeakVM: @unchecked Sendable {
     weak var vm: PluginVM?
     init(_ vm: PluginVM) { self.vm = vm }
-    func deliverQueueReady(_ id: UInt32) { vm?.onQueueReady(id) }
+    func deliverQueueReady(_ id: UInt32, root: UInt32) { vm?.onQueueReady(id, root: root) }
 }
 
 extension PluginVM {

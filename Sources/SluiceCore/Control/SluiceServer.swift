@@ -128,10 +128,18 @@ public final class SluiceServer: @unchecked Sendable {
                 var all = plugins.plugins
                 for (key, variant) in plugins.variants { all[key] = variant }
                 var failed: [String] = []
+                // Plugins with the same vm_id, module and VM configuration share one VM per
+                // worker, each with its own root context (as Envoy via cpp-host), in config order.
+                var sharedVMs: [String: PluginVM] = [:]
+                let order = all.keys.sorted { (plugins.order[$0] ?? Int.max, $0) < (plugins.order[$1] ?? Int.max, $1) }
                 // A singleton Wasm service runs on the first worker only.
-                for (key, plugin) in all where plugin.config.service != .singleton || index == 0 {
+                for key in order {
+                    let plugin = all[key]!
+                    if plugin.config.service == .singleton && index != 0 { continue }
                     let pw = PluginWorker(runtime: plugin, shared: plugins.shared, worker: worker, logger: logger)
-                    pw.startVM()
+                    let vmKey = plugin.sharedVMKey
+                    pw.startVM(sharing: vmKey.flatMap { sharedVMs[$0] })
+                    if let vmKey, sharedVMs[vmKey] == nil, let vm = pw.activeVM { sharedVMs[vmKey] = vm }
                     if pw.activeVM == nil { failed.append(plugin.config.name) }
                     worker.plugins[key] = pw
                 }

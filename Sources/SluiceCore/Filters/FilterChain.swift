@@ -336,7 +336,7 @@ final class FilterChain {
     private func context(for slot: Slot) -> UInt32? {
         if let id = slot.contextID { return id }
         guard let data else { return nil }
-        let id = slot.vm.createStream(data: data, actions: slot.actions)
+        let id = slot.vm.createStream(data: data, actions: slot.actions, root: slot.plugin.rootID)
         slot.contextID = id
         return slot.vm.failed ? nil : id
     }

@@ -9,6 +9,14 @@ import Synchronization
 /// A configured plugin, shared by all workers: its compiled module and identity. Each worker
 /// runs its own VM of it (see PluginWorker), so requests never contend for a VM.
 final class PluginRuntime: Sendable {
+    /// Plugins with equal keys share a VM on each worker: a non-empty vm_id, the same module
+    /// and VM configuration and engine, as cpp-host keys VMs. Per-route variants, rollout
+    /// versions and Wasm services keep their own VMs.
+    var sharedVMKey: String? {
+        guard !config.vmID.isEmpty, variant == nil, version == "primary", config.service == nil else { return nil }
+        return [config.vmID, sha256, config.vmConfiguration, config.runtime.rawValue].joined(separator: "\u{0}")
+    }
+
     let config: PluginConfig
     let identity: PluginIdentity
     let module: WasmModule
@@ -117,6 +125,8 @@ final class PluginManager: Sendable {
     /// Per-route variants and rollout versions, keyed by `variantKey` / `rolloutKey`.
     let variants: [String: PluginRuntime]
     let stats: [String: PluginStats]
+    /// Plugins' positions in the configuration (VMs are shared in this order).
+    let order: [String: Int]
 
     struct LoadError: Error, CustomStringConvertible {
         var plugin: String
@@ -182,6 +192,7 @@ final class PluginManager: Sendable {
         self.plugins = plugins
         self.variants = variants
         self.stats = stats
+        self.order = Dictionary(config.plugins.enumerated().map { ($0.element.name, $0.offset) }, uniquingKeysWith: { a, _ in a })
     }
 
     static func variantKey(_ name: String, _ configuration: String) -> String { name + "\u{0}" + configuration }

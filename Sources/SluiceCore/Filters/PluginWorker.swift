@@ -14,6 +14,8 @@ final class PluginWorker: PluginServices {
     unowned let worker: Worker
     let logger: Logger
     private(set) var vm: PluginVM?
+    /// This plugin's root context in `vm` (not the first one when the VM is shared).
+    private(set) var rootID: UInt32 = 1
     private var tick: RepeatedTask?
     private var reloadAttempts = 0
     private var reloadScheduled = false
@@ -36,12 +38,20 @@ final class PluginWorker: PluginServices {
 
     var failurePolicy: FailurePolicy { runtime.config.failurePolicy }
 
-    /// Creates and starts this worker's VM. Failure leaves the plugin failed (policy applies).
-    func startVM() {
+    /// Creates and starts this worker's VM, or joins `sharing` (a VM of another plugin with the
+    /// same vm_id, module and VM configuration) with a root context of its own, as cpp-host
+    /// shares VMs. Failure leaves the plugin failed (policy applies).
+    func startVM(sharing: PluginVM? = nil) {
         do {
+            if let sharing, !sharing.failed {
+                vm = sharing
+                rootID = try sharing.addRoot(identity: runtime.identity, services: self)
+                return
+            }
             let vm = try PluginVM(module: runtime.module, identity: runtime.identity, services: self, shared: shared)
             vm.fuelPerMs = runtime.engineFuelPerMs
             self.vm = vm
+            rootID = vm.rootContextID
             try vm.start()
             if vm.failed { throw PluginError.start(vm.failureReason ?? "trap") }
         } catch {
@@ -82,8 +92,8 @@ final class PluginWorker: PluginServices {
     func stop() {
         tick?.cancel()
         tick = nil
-        if let vm, !vm.failed { vm.shutdown() }
-        if let vm { shared.queues.ownerGone(token: vm.ownerToken) }
+        if let vm, !vm.failed { vm.shutdownRoot(rootID) }
+        if let vm, rootID == vm.rootContextID { shared.queues.ownerGone(token: vm.ownerToken) }
         vm = nil
     }
 
@@ -100,12 +110,13 @@ final class PluginWorker: PluginServices {
         tick = nil
         guard milliseconds > 0 else { return }
         let period = TimeAmount.milliseconds(Int64(milliseconds))
+        let root = rootID
         tick = eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { [weak self, weak vm] task in
             guard let self, let vm, !vm.failed, self.vm === vm else {
                 task.cancel()
                 return
             }
-            vm.onTick()
+            vm.onTick(root: root)
         }
     }
 
