@@ -245,8 +245,7 @@ final class HTTPStream {
         }
         // An upgrade request keeps its hop-by-hop Upgrade/Connection pair (filters never see
         // connection-level headers, as in Envoy).
-        if let upgrade = request.headers.first(name: "upgrade"),
-           request.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" }) {
+        if request.headers.asksForUpgrade, let upgrade = request.headers.first(name: "upgrade") {
             head.headers.replaceOrAdd(name: "upgrade", value: upgrade)
             head.headers.replaceOrAdd(name: "connection", value: "upgrade")
         }

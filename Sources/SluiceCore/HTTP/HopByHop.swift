@@ -65,3 +65,10 @@ func stripHopByHop(_ headers: inout HTTPHeaders, keepUpgrade: Bool = false) {
         headers.remove(name: name)
     }
 }
+
+extension HTTPHeaders {
+    /// The request asks to switch protocols: an `Upgrade` field nominated by `Connection`.
+    var asksForUpgrade: Bool {
+        contains(name: "upgrade") && self[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
+    }
+}

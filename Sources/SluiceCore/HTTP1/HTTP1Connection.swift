@@ -177,8 +177,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler, Stre
             if !request.head.isKeepAlive { persistence = max(persistence, .close) }
             // NIO's decoder stops parsing after a request asking to upgrade; unless a 101
             // turns the connection into a tunnel, it ends with this stream.
-            if request.head.headers.contains(name: "upgrade"),
-               request.head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" }) {
+            if request.head.headers.asksForUpgrade {
                 persistence = max(persistence, .close)
             }
             let stream = HTTPStream(downstream: self, connection: info, listener: listener, worker: worker,

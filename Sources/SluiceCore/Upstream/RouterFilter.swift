@@ -87,8 +87,7 @@ final class RouterFilter {
     private func forward(_ request: UpstreamBoundRequest, route: CompiledRoute, target: ClusterRoute, cluster: ClusterRuntime, endOfStream: Bool) {
         var head = HTTPRequestHead(version: .http1_1, method: request.head.method, uri: route.rewrite(path: request.head.uri))
         var headers = request.head.headers
-        let connectionTokens = headers[canonicalForm: "connection"].map { $0.lowercased() }
-        let isUpgrade = headers.contains(name: "upgrade") && connectionTokens.contains("upgrade")
+        let isUpgrade = headers.asksForUpgrade
         if isUpgrade, let allowed = stream.listener.config.upgradeTypes,
            !headers["upgrade"].contains(where: { allowed.contains($0.trimmingOWS().lowercased()) }) {
             // As Envoy without a matching upgrade_configs entry: 403, and the connection ends.
