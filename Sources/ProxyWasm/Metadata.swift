@@ -44,12 +44,7 @@ public indirect enum StructValue: Sendable, Equatable {
     /// google.protobuf.Struct: map entries in key order (as Envoy serialises them).
     static func structProtobuf(_ fields: [String: StructValue]) -> [UInt8] {
         var out = ProtobufWriter()
-        for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
-            var entry = ProtobufWriter()
-            entry.bytes(1, Array(key.utf8))
-            entry.message(2, value.protobuf)
-            out.message(1, entry.bytes)
-        }
+        for (key, value) in fields.sorted(by: { $0.key < $1.key }) { out.mapEntry(1, key: key, value: value.protobuf) }
         return out.bytes
     }
 
@@ -69,10 +64,7 @@ public struct Metadata: Sendable, Equatable {
     var protobuf: [UInt8] {
         var out = ProtobufWriter()
         for (namespace, fields) in filterMetadata.sorted(by: { $0.key < $1.key }) {
-            var entry = ProtobufWriter()
-            entry.bytes(1, Array(namespace.utf8))
-            entry.message(2, StructValue.structProtobuf(fields))
-            out.message(1, entry.bytes)
+            out.mapEntry(1, key: namespace, value: StructValue.structProtobuf(fields))
         }
         return out.bytes
     }
@@ -144,4 +136,12 @@ struct ProtobufWriter {
     }
 
     mutating func message(_ field: UInt64, _ value: [UInt8]) { bytes(field, value) }
+
+    /// One entry of a `map<string, Message>` field: a message of key (1) and value (2).
+    mutating func mapEntry(_ field: UInt64, key: String, value: [UInt8]) {
+        var entry = ProtobufWriter()
+        entry.bytes(1, Array(key.utf8))
+        entry.message(2, value)
+        message(field, entry.bytes)
+    }
 }

@@ -282,9 +282,7 @@ final class HTTPStream {
         stripHopByHop(&head.headers)
         status = Int(head.status.code)
         if let data = filterData {
-            var map = HeaderMap([(":status", String(head.status.code))])
-            for (name, value) in head.headers { map.add(name, value) }
-            data.responseHeaders = map
+            data.responseHeaders = HeaderMap(status: status, headers: head.headers)
             data.info.responseCode = status
             data.info.responseCodeDetails = "via_upstream"
         } else {
@@ -320,9 +318,7 @@ final class HTTPStream {
         if bodyLength > 0 && !fields.contains(name: "content-type") { fields.add(name: "content-type", value: "text/plain") }
         fields.replaceOrAdd(name: "content-length", value: String(bodyLength))
         if let data = filterData {
-            var map = HeaderMap([(":status", String(status))])
-            for (name, value) in fields { map.add(name, value) }
-            data.responseHeaders = map
+            data.responseHeaders = HeaderMap(status: status, headers: fields)
             data.responseTrailers = nil
             data.info.responseCode = status
             data.info.responseCodeDetails = details
@@ -421,8 +417,7 @@ final class HTTPStream {
     func reset(_ flag: StreamFlag) {
         if state == .ended { return }
         self.flag = flag
-        chain.router.abort()
-        finish()
+        finish()  // which lets go of the upstream side
         state = .ended
         downstream.resetStream(self)
     }
@@ -435,7 +430,6 @@ final class HTTPStream {
             return
         }
         if status == 0 { flag = .downstreamReset }
-        chain?.router.abort()
         finish()
         state = .ended
     }
@@ -482,4 +476,12 @@ struct UpstreamBoundRequest {
     let head: HTTPRequestHead
     let authority: String
     let framing: BodyFraming
+}
+
+extension HeaderMap {
+    /// A response head as filters see it: `:status`, then the fields.
+    init(status: Int, headers: HTTPHeaders) {
+        self.init([(":status", String(status))])
+        for (name, value) in headers { add(name, value) }
+    }
 }
