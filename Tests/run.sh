@@ -12,8 +12,13 @@ trap 'rm -f "$log"' EXIT
 status=0
 # All Swift tests are XCTest; Swift Testing is disabled so its empty run is not the last word.
 swift test --skip-build --disable-swift-testing 2>&1 | tee "$log" || status=$?
-passed=$(grep -c "^Test Case .* passed" "$log" || true)
-failed=$(grep -c "^Test Case .* failed" "$log" || true)
+# XCTest's own summary ("Executed N tests, with M failures"): counting "Test Case ... passed"
+# lines undercounts when a test's log output lands on the same line.
+summary=$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" "$log" | tail -1)
+executed=$(echo "$summary" | sed -E 's/.*Executed ([0-9]+) tests?.*/\1/')
+failed=$(echo "$summary" | sed -E 's/.*with ([0-9]+) failures?.*/\1/')
+if [ -z "$summary" ]; then executed=0; failed=1; fi
+passed=$((executed - failed))
 echo "swift tests: $passed passed, $failed failed"
 compat_status=0
 python3 envoy-compat/run.py 2>&1 | tee "$log" || compat_status=$?
