@@ -3,7 +3,7 @@
 //
 // Module layout (dependencies point one way, downwards):
 //   sluice (CLI) -> SluiceCore (NIO proxy) -> SluiceConfig (YAML model, validation)
-//                                          -> ProxyWasm (ABI host)  <- SluiceWasmKit (engine)
+//                                          -> ProxyWasm (ABI host)  <- SluiceWasmKit, SluiceWasmtime (engines)
 // ProxyWasm knows neither NIO nor a runtime; SluiceConfig never learns about sockets.
 import PackageDescription
 
@@ -36,12 +36,17 @@ let package = Package(
             name: "SluiceWasmKit",
             dependencies: ["ProxyWasm", .product(name: "WasmKit", package: "WasmKit")]
         ),
+        // Wasmtime (a JIT) behind the same protocol. Its C library is loaded at run time, so
+        // Sluice builds and runs without it (CWasmtime declares the part of the API used).
+        .target(name: "CWasmtime", linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "SluiceWasmtime", dependencies: ["ProxyWasm", "CWasmtime"]),
         .target(
             name: "SluiceCore",
             dependencies: [
                 "SluiceConfig",
                 "ProxyWasm",
                 "SluiceWasmKit",
+                "SluiceWasmtime",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

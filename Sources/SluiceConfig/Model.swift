@@ -392,8 +392,9 @@ public struct PluginConfig: Sendable, Equatable {
     /// Envoy's allow_on_headers_stop_iteration (default false, as in Envoy 1.35+): whether a
     /// filter that returns StopIteration from a headers callback still gets body callbacks.
     public var allowOnHeadersStopIteration = false
-    /// The Wasm engine that runs the module.
-    public var runtime: WasmRuntime = .wasmkit
+    /// The Wasm engine that runs the module; nil: the proxy's default (Wasmtime when its
+    /// library is installed, else WasmKit; `sluice run --wasm-runtime` overrides).
+    public var runtime: WasmRuntime?
     /// A Wasm service (Envoy's `envoy.bootstrap.wasm`) rather than an HTTP filter: only its
     /// root context runs (start-up, ticks, queues, callouts, shared data), on one worker
     /// (`singleton`) or on every worker (`per_worker`).
@@ -439,15 +440,19 @@ public struct AccessLogConfig: Sendable, Equatable {
 public enum WasmRuntime: String, Sendable, Equatable, CaseIterable {
     /// WasmKit, an interpreter in Swift (fuel-metered, software bounds checks).
     case wasmkit
+    /// Wasmtime, a JIT compiler (native code, epoch deadlines, guard-page bounds checks).
+    case wasmtime
 
-    /// Envoy's `vm_config.runtime` names. Every engine that runs a `.wasm` file maps to the
-    /// engine Sluice has; `null` (filters compiled into Envoy itself) has no equivalent.
-    public static func fromEnvoy(_ name: String) -> WasmRuntime? {
+    /// Envoy's `vm_config.runtime` names, as `.some(engine)`; `.some(nil)` for the default
+    /// (an empty name); nil for a name Sluice cannot run. The compiling engines (V8,
+    /// Wasmtime, WAVM) map to Wasmtime, WAMR (an interpreter by default) to WasmKit; `null`
+    /// (filters compiled into Envoy itself) has no equivalent.
+    public static func fromEnvoy(_ name: String) -> WasmRuntime?? {
         switch name {
-        case "", "envoy.wasm.runtime.v8", "envoy.wasm.runtime.wasmtime", "envoy.wasm.runtime.wamr", "envoy.wasm.runtime.wavm":
-            return .wasmkit
-        default:
-            return nil
+        case "": return .some(nil)
+        case "envoy.wasm.runtime.v8", "envoy.wasm.runtime.wasmtime", "envoy.wasm.runtime.wavm": return .wasmtime
+        case "envoy.wasm.runtime.wamr": return .wasmkit
+        default: return nil
         }
     }
 }

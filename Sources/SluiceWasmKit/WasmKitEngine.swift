@@ -23,7 +23,7 @@ public final class WasmKitEngine: WasmEngine {
         self.memoryLimitBytes = memoryLimitBytes
     }
 
-    public func compile(bytes: [UInt8]) throws -> WasmModule {
+    public func compile(bytes: [UInt8], contentHash: String?) throws -> WasmModule {
         do {
             let module = try parseWasm(bytes: bytes)
             return WasmKitModule(engine: engine, module: module, memoryLimitBytes: memoryLimitBytes)
@@ -31,11 +31,6 @@ public final class WasmKitEngine: WasmEngine {
             throw WasmEngineError("invalid wasm module: \(error)")
         }
     }
-}
-
-public struct WasmEngineError: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ d: String) { description = d }
 }
 
 final class WasmKitModule: WasmModule, @unchecked Sendable {

@@ -38,6 +38,9 @@ struct Run: AsyncParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Reload when the config file or a plugin module changes.")
     var watch: Bool = true
 
+    @Option(help: "Wasm engine for plugins that name none: wasmtime or wasmkit (default: wasmtime when its library is installed, else wasmkit).")
+    var wasmRuntime: String?
+
     func run() async throws {
         let logger = makeLogger(logLevel)
         guard let path = envoyConfig ?? config else {
@@ -53,6 +56,12 @@ struct Run: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let server = SluiceServer(config: parsed, workers: workers, logger: logger)
+        if let name = wasmRuntime {
+            guard let runtime = WasmRuntime(rawValue: name) else {
+                throw ValidationError("--wasm-runtime: one of \(WasmRuntime.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            server.defaultWasmRuntime = runtime
+        }
         do {
             try await server.start()
         } catch {

@@ -240,9 +240,12 @@ final class EnvoyTranslationTests: XCTestCase {
                       - name: envoy.filters.http.router
             """)
         }
-        for runtime in ["envoy.wasm.runtime.v8", "envoy.wasm.runtime.wasmtime", "envoy.wasm.runtime.wamr"] {
-            XCTAssertEqual(try EnvoyTranslation.translate(yaml: withRuntime(runtime), file: "envoy.yaml").config.plugins[0].runtime, .wasmkit)
+        // The compiling engines map to Wasmtime, WAMR (an interpreter) to WasmKit.
+        for (runtime, engine) in [("envoy.wasm.runtime.v8", WasmRuntime.wasmtime), ("envoy.wasm.runtime.wasmtime", .wasmtime),
+                                  ("envoy.wasm.runtime.wavm", .wasmtime), ("envoy.wasm.runtime.wamr", .wasmkit)] {
+            XCTAssertEqual(try EnvoyTranslation.translate(yaml: withRuntime(runtime), file: "envoy.yaml").config.plugins[0].runtime, engine, runtime)
         }
+        XCTAssertNil(try EnvoyTranslation.translate(yaml: withRuntime("\"\""), file: "envoy.yaml").config.plugins[0].runtime, "no runtime: Sluice's default")
         XCTAssertThrowsError(try EnvoyTranslation.translate(yaml: withRuntime("envoy.wasm.runtime.null"), file: "envoy.yaml")) { error in
             XCTAssertTrue("\(error)".contains("null runtime"), "\(error)")
         }

@@ -7,7 +7,7 @@ import XCTest
 
 /// Hot reload of modules and configuration under load: nothing dropped, every response from
 /// exactly one filter version, new versions serving quickly, bad updates rejected.
-final class HotReloadTests: XCTestCase {
+final class HotReloadTests: EngineMatrixTestCase {
     var upstream: TestUpstream!
     var dir: URL!
 
@@ -57,6 +57,7 @@ final class HotReloadTests: XCTestCase {
         logger.logLevel = .error
         let server = SluiceServer(config: try ConfigLoader.load(file: configFile), workers: 2, logger: logger)
         server.configPath = configFile
+        server.defaultWasmRuntime = Self.wasmRuntime
         try await server.start()
         server.watchFiles()
         return server

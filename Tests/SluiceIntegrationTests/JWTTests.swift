@@ -1,9 +1,10 @@
 import Foundation
 @testable import SluiceCore
+import SluiceConfig
 import XCTest
 
 /// HS256 tokens minted here, verified by the auth-jwt sample filter through the proxy.
-final class JWTTests: XCTestCase {
+final class JWTTests: EngineMatrixTestCase {
     func sha256(_ data: [UInt8]) -> [UInt8] {
         let hex = Array(SHA256.hex(data).utf8)
         return stride(from: 0, to: hex.count, by: 2).map { UInt8(String(decoding: hex[$0..<($0 + 2)], as: UTF8.self), radix: 16)! }

@@ -72,6 +72,46 @@ final class LifecycleTests: XCTestCase {
         XCTAssertTrue(err.contains(":4:") && err.contains("listeners[0].routes[0].cluster") && err.contains("unknown cluster 'missing'"), err)
     }
 
+    /// The engine choice an operator sees: Wasmtime by default when its library is there;
+    /// without it plugins that name no engine fall back to WasmKit (with a warning) and
+    /// serve, while one that asks for Wasmtime is refused at start with the reason.
+    func testWasmEngineDefaultAndFallback() async throws {
+        let module = try TestFilters.path("c-conformance")
+        func config(_ port: Int, _ admin: Int, runtime: String) -> String {
+            """
+            admin: { address: "127.0.0.1:\(admin)" }
+            listeners:
+              - name: main
+                address: 127.0.0.1:\(port)
+                http_filters: [c]
+                routes: [{ match: { prefix: / }, direct_response: { status: 200, body: ok } }]
+            plugins:
+              - { name: c, module: "\(module)"\(runtime) }
+            """
+        }
+        for (environment, expected) in [([String: String](), "wasmtime"), (["SLUICE_WASMTIME_LIBRARY": "/nonexistent/libwasmtime.so"], "wasmkit")] {
+            let port = SluiceProcess.freePort(), admin = SluiceProcess.freePort()
+            let sluice = try SluiceProcess(config: config(port, admin, runtime: ""), arguments: ["--no-watch"], environment: environment)
+            try sluice.waitReady(adminPort: admin)
+            let r = try httpGet(port, "/", headers: [("x-test", "none")])
+            XCTAssertEqual(r.status, 200)
+            XCTAssertEqual(r.header("x-c-response"), "seen", "the filter ran")
+            let plugins = try httpGet(admin, "/plugins").text
+            XCTAssertTrue(plugins.contains("\"runtime\":\"\(expected)\""), plugins)
+            sluice.terminate()
+            _ = sluice.waitExit()
+            if expected == "wasmkit" {
+                let err = String(decoding: sluice.stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                XCTAssertTrue(err.contains("plugin runs on WasmKit") && err.contains("/nonexistent/libwasmtime.so"), err)
+            }
+        }
+        let refused = try SluiceProcess(config: config(SluiceProcess.freePort(), SluiceProcess.freePort(), runtime: ", runtime: wasmtime"),
+                                        environment: ["SLUICE_WASMTIME_LIBRARY": "/nonexistent/libwasmtime.so"])
+        XCTAssertEqual(refused.waitExit(), 1)
+        let err = String(decoding: refused.stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertTrue(err.contains("plugin 'c'") && err.contains("runtime wasmtime") && err.contains("Wasmtime is not available"), err)
+    }
+
     func runValidate(_ path: String) throws -> (Int32, String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try sluiceBinary())

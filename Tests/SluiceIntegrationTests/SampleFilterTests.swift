@@ -1,8 +1,9 @@
 import Foundation
+import SluiceConfig
 import XCTest
 
 /// The sample filters of filters/samples, through the real proxy.
-final class SampleFilterTests: XCTestCase {
+final class SampleFilterTests: EngineMatrixTestCase {
     func testHeadersSampleAddsRemovesAndRenames() async throws {
         let upstream = try await TestUpstream.start(name: "origin", group: testGroup)
         let module = try TestFilters.path("sample-headers")

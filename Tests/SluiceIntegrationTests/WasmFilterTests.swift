@@ -1,10 +1,11 @@
 import Foundation
+import SluiceConfig
 import XCTest
 
 /// The Proxy-Wasm host through the real proxy: filters built from C, Embedded Swift and Go,
 /// every hostcall family, pause/resume, local responses, callouts, timers, queues, shared
 /// data across workers, metrics, and what happens when a filter misbehaves.
-final class WasmFilterTests: XCTestCase {
+final class WasmFilterTests: EngineMatrixTestCase {
     var upstream: TestUpstream!
 
     override func setUp() async throws {
@@ -492,12 +493,16 @@ extension WasmFilterTests {
         await p.stop()
 
         for mode in ["replace-many", "grow"] {
+            // WasmKit copies the whole memory on every grow, and charges it; Wasmtime grows in
+            // place (the address space is reserved up front), so growing to the cap is cheap
+            // there and ends inside the budget, at the cap.
+            let exhausts = mode == "replace-many" || Self.wasmRuntime == .wasmkit
             let p = try await proxy(filters: [("c", "cpu_budget: 100ms, failure_policy: fail_closed")])
             start = Date()
             let r = try get(p.port(), mode)
-            XCTAssertEqual(r.status, 503, mode)
-            XCTAssertLessThan(Date().timeIntervalSince(start), 5, "\(mode) was stopped by the budget")
-            XCTAssertEqual(try p.sample("sluice_plugin_cpu_budget_exhausted_total{plugin=\"c\"}"), 1, mode)
+            XCTAssertEqual(r.status, exhausts ? 503 : 200, mode)
+            XCTAssertLessThan(Date().timeIntervalSince(start), 5, "\(mode) did not stall the worker")
+            XCTAssertEqual(try p.sample("sluice_plugin_cpu_budget_exhausted_total{plugin=\"c\"}"), exhausts ? 1 : 0, mode)
             XCTAssertEqual(try httpGet(p.adminPort, "/ready").status, 200)
             await p.stop()
         }

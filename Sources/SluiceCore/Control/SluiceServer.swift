@@ -66,6 +66,9 @@ public final class SluiceServer: @unchecked Sendable {
     let sharedPluginState = PluginSharedState()
     /// Where `reload()` without arguments reads the configuration from.
     public var configPath: String?
+    /// The Wasm engine for plugins that name none (nil: Wasmtime when available, else
+    /// WasmKit); set before `start`.
+    public var defaultWasmRuntime: WasmRuntime?
     private var initialConfig: SluiceConfiguration
     let reloadCount = Counter()
     let reloadFailures = Counter()
@@ -120,7 +123,7 @@ public final class SluiceServer: @unchecked Sendable {
     /// hash) and canaried, one started VM per plugin per worker. Nothing is swapped in yet.
     private func buildGeneration(_ config: SluiceConfiguration, previous: Generation?) async throws -> Generation {
         let runtime = ProxyRuntime(config: config, eventLoops: loops, previous: previous?.runtime)
-        let plugins = try PluginManager(config: config, logger: logger, cache: moduleCache, shared: sharedPluginState, previousStats: previous?.plugins.stats ?? [:])
+        let plugins = try PluginManager(config: config, logger: logger, cache: moduleCache, shared: sharedPluginState, previousStats: previous?.plugins.stats ?? [:], defaultRuntime: defaultWasmRuntime)
         let logger = self.logger
         var failures: [String] = []
         for (index, worker) in runtime.allWorkers.enumerated() {
@@ -308,6 +311,7 @@ public final class SluiceServer: @unchecked Sendable {
                         w.field("name", name)
                         w.field("module", i.module)
                         w.field("sha256", i.sha256)
+                        w.field("runtime", i.runtime)
                         w.field("loaded_at", formatter.string(from: i.loadedAt))
                         w.field("versions", i.versions)
                         if let e = i.lastError { w.field("last_error", e) }

@@ -3,7 +3,6 @@ import Logging
 import NIOCore
 import ProxyWasm
 import SluiceConfig
-import SluiceWasmKit
 import Synchronization
 
 /// A configured plugin, shared by all workers: its compiled module and identity. Each worker
@@ -14,7 +13,7 @@ final class PluginRuntime: Sendable {
     /// versions and Wasm services keep their own VMs.
     var sharedVMKey: String? {
         guard !config.vmID.isEmpty, variant == nil, version == "primary", config.service == nil else { return nil }
-        return [config.vmID, sha256, config.vmConfiguration, config.runtime.rawValue].joined(separator: "\u{0}")
+        return [config.vmID, sha256, config.vmConfiguration, config.runtime?.rawValue ?? ""].joined(separator: "\u{0}")
     }
 
     let config: PluginConfig
@@ -76,20 +75,22 @@ final class ModuleCache: Sendable {
         var versions: Int
         var lastError: String?
         var lastErrorAt: Date?
+        /// The engine it runs on.
+        var runtime: String = ""
         var rollout: (module: String, sha256: String, weight: Int)?
     }
     private let modules = Mutex<[String: WasmModule]>([:])
     private let info = Mutex<[String: PluginInfo]>([:])
 
-    func module(sha256: String, memoryLimit: Int, compile: () throws -> WasmModule) rethrows -> WasmModule {
-        let key = "\(sha256)\u{0}\(memoryLimit)"
+    func module(sha256: String, engine: String, memoryLimit: Int, compile: () throws -> WasmModule) rethrows -> WasmModule {
+        let key = "\(sha256)\u{0}\(engine)\u{0}\(memoryLimit)"
         if let m = modules.withLock({ $0[key] }) { return m }
         let m = try compile()
         modules.withLock { $0[key] = m }
         return m
     }
 
-    func recordLoaded(plugin: String, module: String, sha256: String, rollout: (String, String, Int)?) {
+    func recordLoaded(plugin: String, module: String, sha256: String, runtime: String, rollout: (String, String, Int)?) {
         info.withLock { all in
             var i = all[plugin] ?? PluginInfo(module: module, sha256: sha256, loadedAt: Date(), versions: 0)
             if i.sha256 != sha256 || i.versions == 0 {
@@ -97,6 +98,7 @@ final class ModuleCache: Sendable {
                 i.loadedAt = Date()
             }
             i.module = module
+            i.runtime = runtime
             i.sha256 = sha256
             i.rollout = rollout.map { (module: $0.0, sha256: $0.1, weight: $0.2) }
             all[plugin] = i
@@ -133,22 +135,35 @@ final class PluginManager: Sendable {
         var description: String
     }
 
-    init(config: SluiceConfiguration, logger: Logger, cache: ModuleCache, shared: PluginSharedState, previousStats: [String: PluginStats] = [:]) throws {
+    init(config: SluiceConfiguration, logger: Logger, cache: ModuleCache, shared: PluginSharedState, previousStats: [String: PluginStats] = [:], defaultRuntime: WasmRuntime? = nil) throws {
         self.shared = shared
         var plugins: [String: PluginRuntime] = [:]
         var variants: [String: PluginRuntime] = [:]
         var stats: [String: PluginStats] = [:]
         // Filters some listener uses, and every Wasm service.
         let usedPlugins = Set(config.listeners.flatMap(\.httpFilters))
-        for plugin in config.plugins where usedPlugins.contains(plugin.name) || plugin.service != nil {
-            let engine = WasmKitEngine(memoryLimitBytes: plugin.maxMemoryBytes)
+        for configured in config.plugins where usedPlugins.contains(configured.name) || configured.service != nil {
+            // The engine is settled here, so VM sharing and the admin API see the real one.
+            var plugin = configured
+            let engineRuntime = plugin.runtime ?? WasmEngines.defaultRuntime(preferred: defaultRuntime)
+            if plugin.runtime == nil, defaultRuntime == nil, let why = WasmEngines.wasmtimeUnavailableReason {
+                logger.warning("plugin runs on WasmKit, the interpreter: \(why)", metadata: ["plugin": "\(plugin.name)"])
+            }
+            plugin.runtime = engineRuntime
+            let engine: WasmEngine
+            do {
+                engine = try WasmEngines.engine(engineRuntime, memoryLimitBytes: plugin.maxMemoryBytes)
+            } catch {
+                cache.recordError(plugin: plugin.name, "\(error)")
+                throw LoadError(plugin: plugin.name, description: "plugin '\(plugin.name)': runtime \(engineRuntime.rawValue): \(error)")
+            }
             func load(_ path: String) throws -> (WasmModule, String) {
                 guard let bytes = FileManager.default.contents(atPath: path) else {
                     throw LoadError(plugin: plugin.name, description: "plugin '\(plugin.name)': cannot read module \(path)")
                 }
                 let digest = SHA256.hex(Array(bytes))
                 do {
-                    let module = try cache.module(sha256: digest, memoryLimit: plugin.maxMemoryBytes) { try engine.compile(bytes: Array(bytes)) }
+                    let module = try cache.module(sha256: digest, engine: engine.name, memoryLimit: plugin.maxMemoryBytes) { try engine.compile(bytes: Array(bytes), contentHash: digest) }
                     return (module, digest)
                 } catch {
                     throw LoadError(plugin: plugin.name, description: "plugin '\(plugin.name)': \(path): \(error)")
@@ -179,8 +194,8 @@ final class PluginManager: Sendable {
                     variants[PluginManager.rolloutKey(plugin.name)] = rollout
                     rolloutInfo = (path, rolloutDigest, plugin.rolloutWeight)
                 }
-                cache.recordLoaded(plugin: plugin.name, module: plugin.module, sha256: digest, rollout: rolloutInfo)
-                logger.info("plugin loaded", metadata: ["plugin": "\(plugin.name)", "module": "\(plugin.module)", "sha256": "\(digest.prefix(12))", "abi": "\(PluginManager.abi(of: module))"])
+                cache.recordLoaded(plugin: plugin.name, module: plugin.module, sha256: digest, runtime: engineRuntime.rawValue, rollout: rolloutInfo)
+                logger.info("plugin loaded", metadata: ["plugin": "\(plugin.name)", "module": "\(plugin.module)", "sha256": "\(digest.prefix(12))", "abi": "\(PluginManager.abi(of: module))", "runtime": "\(engineRuntime.rawValue)"])
             } catch let error as LoadError {
                 cache.recordError(plugin: plugin.name, error.description)
                 throw error

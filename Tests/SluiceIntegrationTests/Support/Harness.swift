@@ -9,6 +9,9 @@ import XCTest
 /// Starts Sluice in-process on ephemeral ports from a YAML config, exactly as `sluice run`
 /// would parse it. `{{name}}` placeholders are replaced by the given upstream ports.
 final class ProxyUnderTest {
+    /// The engine for plugins that name none, set by `EngineMatrixTestCase` for its tests
+    /// (nil: the proxy's own default). Tests run one at a time, so one value suffices.
+    nonisolated(unsafe) static var wasmRuntime: WasmRuntime?
     let server: SluiceServer
     init(server: SluiceServer) { self.server = server }
 
@@ -20,6 +23,7 @@ final class ProxyUnderTest {
         var logger = Logger(label: "sluice-test")
         logger.logLevel = .warning
         let server = SluiceServer(config: config, workers: workers, logger: logger)
+        server.defaultWasmRuntime = wasmRuntime
         try await server.start()
         return ProxyUnderTest(server: server)
     }

@@ -21,11 +21,12 @@ final class SluiceProcess {
         return Int(UInt16(bigEndian: addr.sin_port))
     }
 
-    init(config: String, arguments: [String] = []) throws {
+    init(config: String, arguments: [String] = [], environment: [String: String] = [:]) throws {
         configPath = NSTemporaryDirectory() + "sluice-test-\(UUID().uuidString).yaml"
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
         process.executableURL = URL(fileURLWithPath: try sluiceBinary())
         process.arguments = ["run", "-c", configPath] + arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new } }
         process.standardOutput = stdout
         process.standardError = stderr
         try process.run()
