@@ -95,20 +95,20 @@ public struct HeaderMap: Sendable, Equatable {
     }
 
     public func first(_ name: String) -> String? {
-        let key = name.lowercased()
+        let key = name.asciiLowercased
         return entries.first { $0.name == key }?.value
     }
 
     public func all(_ name: String) -> [String] {
-        let key = name.lowercased()
+        let key = name.asciiLowercased
         return entries.filter { $0.name == key }.map(\.value)
     }
 
-    public mutating func add(_ name: String, _ value: String) { entries.append((name.lowercased(), value)) }
+    public mutating func add(_ name: String, _ value: String) { entries.append((name.asciiLowercased, value)) }
 
     /// Envoy's setCopy: the first entry takes the value, later duplicates go; absent keys are added.
     public mutating func replace(_ name: String, _ value: String) {
-        let key = name.lowercased()
+        let key = name.asciiLowercased
         if let i = entries.firstIndex(where: { $0.name == key }) {
             entries[i].value = value
             var j = entries.count - 1
@@ -122,7 +122,7 @@ public struct HeaderMap: Sendable, Equatable {
     }
 
     public mutating func remove(_ name: String) {
-        let key = name.lowercased()
+        let key = name.asciiLowercased
         entries.removeAll { $0.name == key }
     }
 
@@ -130,4 +130,20 @@ public struct HeaderMap: Sendable, Equatable {
     public var byteSize: Int { entries.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count } }
 
     public var pairs: [(String, String)] { entries.map { ($0.name, $0.value) } }
+}
+
+extension String {
+    /// The name with ASCII upper case lowered, without a new string when there is none (the
+    /// common case: clients, upstreams and filters mostly send lower-case names already).
+    /// Header names are tokens, so only ASCII letters change; other bytes stay as they are.
+    @inlinable public var asciiLowercased: String {
+        var utf8 = self.utf8
+        if let fast = utf8.withContiguousStorageIfAvailable({ bytes in !bytes.contains { $0 &- 65 < 26 } }) {
+            if fast { return self }
+        } else if !utf8.contains(where: { $0 &- 65 < 26 }) {
+            return self
+        }
+        utf8 = self.utf8
+        return String(decoding: utf8.map { $0 &- 65 < 26 ? $0 | 0x20 : $0 }, as: UTF8.self)
+    }
 }

@@ -41,8 +41,17 @@ public final class PluginVM {
 
     /// The plugin being called (its configuration, budget, names).
     public var identity: PluginIdentity {
-        if sharedRoots.isEmpty { return primaryIdentity }
-        return sharedRoots[currentRootID]?.identity ?? primaryIdentity
+        // Yielded in place, not returned: a copy of the identity retains and releases every
+        // one of its strings and arrays, and this is read on every guest call.
+        _read {
+            if sharedRoots.isEmpty {
+                yield primaryIdentity
+            } else if let shared = sharedRoots[currentRootID] {
+                yield shared.identity
+            } else {
+                yield primaryIdentity
+            }
+        }
     }
 
     /// The services of the plugin being called (its callouts, ticks).
@@ -266,6 +275,10 @@ public final class PluginVM {
     /// Copies `bytes` into fresh guest memory and writes its address and length to the
     /// out-pointers; empty data writes 0/0 without allocating.
     func copyOut(_ bytes: [UInt8], ptrOut: UInt32, lenOut: UInt32) -> WasmResult {
+        bytes.withUnsafeBytes { copyOut($0, ptrOut: ptrOut, lenOut: lenOut) }
+    }
+
+    func copyOut(_ bytes: UnsafeRawBufferPointer, ptrOut: UInt32, lenOut: UInt32) -> WasmResult {
         // Probe the out-params before allocating so a bad pointer costs no guest memory.
         guard memory.withBytes(ptrOut, 4, { _ in true }) != nil, memory.withBytes(lenOut, 4, { _ in true }) != nil else {
             return .invalidMemoryAccess

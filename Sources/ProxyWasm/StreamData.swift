@@ -9,8 +9,8 @@ public final class HTTPStreamData {
     public var responseHeaders: HeaderMap?
     public var responseTrailers: HeaderMap?
     /// The body bytes the current body callback is about (a chunk, or all buffered so far).
-    public var requestBody: [UInt8] = []
-    public var responseBody: [UInt8] = []
+    public var requestBody = StreamBody()
+    public var responseBody = StreamBody()
     /// Values set with proxy_set_property, readable by later filters (Envoy's filter state).
     public var filterState: [String: [UInt8]] = [:]
     /// A filter changed the request headers (or asked for it with proxy_clear_route_cache):
@@ -20,6 +20,42 @@ public final class HTTPStreamData {
     public let info: StreamInfo
 
     public init(info: StreamInfo) { self.info = info }
+}
+
+/// Bytes the proxy owns (a network buffer), lent to the host for reading in place.
+public protocol BodyBytes {
+    var byteCount: Int { get }
+    func withBodyBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R
+}
+
+/// A body chunk as a body callback sees it: the proxy's own bytes, read in place (copied
+/// only into guest memory, and only if the filter asks for them), until a filter edits
+/// them; then the edited copy.
+public struct StreamBody {
+    private var original: (any BodyBytes)?
+    /// The bytes after a filter's edit; nil while unedited.
+    public private(set) var edited: [UInt8]?
+
+    public init() {}
+    public init(_ bytes: any BodyBytes) { original = bytes }
+
+    public var count: Int { edited?.count ?? original?.byteCount ?? 0 }
+
+    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        if let edited { return try edited.withUnsafeBytes(body) }
+        if let original { return try original.withBodyBytes(body) }
+        return try body(UnsafeRawBufferPointer(start: nil, count: 0))
+    }
+
+    /// Edits the bytes, copying the original the first time.
+    public mutating func edit<R>(_ change: (inout [UInt8]) -> R) -> R {
+        var bytes = edited ?? withBytes { Array($0) }
+        original = nil
+        edited = nil  // unique while edited: no copy on write
+        let result = change(&bytes)
+        edited = bytes
+        return result
+    }
 }
 
 /// Facts about a stream that properties expose (request.*, source.*, upstream.*, response.*).

@@ -289,14 +289,21 @@ final class WasmtimeInstance: WasmInstance {
 
     @inline(__always)
     func dispatch(_ index: Int, _ values: UnsafeMutablePointer<wasmtime_val_raw_t>) -> OpaquePointer? {
-        let binding = bindings[index]
-        let parameters = binding.parameters
-        let args = HostArgs(count: parameters.count) { i in
-            parameters[i] == .i64 ? UInt64(bitPattern: values[i].i64) : UInt64(UInt32(bitPattern: values[i].i32))
+        // Borrowed in place: copying the binding out would retain its closure and arrays on
+        // every hostcall.
+        bindings.withUnsafeBufferPointer { dispatch($0.baseAddress! + index, values) }
+    }
+
+    @inline(__always)
+    private func dispatch(_ binding: UnsafePointer<Binding>, _ values: UnsafeMutablePointer<wasmtime_val_raw_t>) -> OpaquePointer? {
+        let args = binding.pointee.parameters.withUnsafeBufferPointer { parameters in
+            HostArgs(count: parameters.count) { i in
+                parameters[i] == .i64 ? UInt64(bitPattern: values[i].i64) : UInt64(UInt32(bitPattern: values[i].i32))
+            }
         }
         do {
-            let result = try binding.body(args)
-            if let type = binding.result {
+            let result = try binding.pointee.body(args)
+            if let type = binding.pointee.result {
                 // An i32 result is the low half of the slot; the whole slot is written so the
                 // upper half is zero.
                 values[0].i64 = type == .i64 ? Int64(bitPattern: result ?? 0) : Int64(UInt32(truncatingIfNeeded: result ?? 0))

@@ -1,29 +1,34 @@
 extension PluginVM {
-    /// The bytes of a buffer, or nil when it is not available now.
-    private func bufferBytes(_ type: BufferType) -> [UInt8]? {
+    /// Reads a buffer in place (bodies are not copied out of the proxy's buffers); nil when
+    /// it is not available now.
+    private func withBuffer<R>(_ type: BufferType, _ body: (UnsafeRawBufferPointer) -> R) -> R? {
+        func bytes(_ array: [UInt8]) -> R { array.withUnsafeBytes(body) }
         switch type {
-        case .requestBody: return effectiveStream?.data.requestBody ?? []
-        case .responseBody: return effectiveStream?.data.responseBody ?? []
-        case .vmConfiguration: return identity.vmConfiguration
-        case .pluginConfiguration: return configurationReadable ? identity.pluginConfiguration : nil
-        case .httpCallResponseBody: return httpCallResponse?.body
+        case .requestBody, .responseBody:
+            guard let data = effectiveStream?.data else { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+            return (type == .requestBody ? data.requestBody : data.responseBody).withBytes(body)
+        case .vmConfiguration: return bytes(identity.vmConfiguration)
+        case .pluginConfiguration: return configurationReadable ? bytes(identity.pluginConfiguration) : nil
+        case .httpCallResponseBody: return httpCallResponse.map { bytes($0.body) }
         case .downstreamData, .upstreamData, .grpcMessage, .foreignFunctionArguments: return nil
         }
     }
 
     func getBufferBytes(_ type: UInt32, _ start: UInt32, _ maxSize: UInt32, _ ptrOut: UInt32, _ lenOut: UInt32) -> WasmResult {
         guard let type = BufferType(rawValue: type) else { return .badArgument }
-        guard let data = bufferBytes(type) else { return .notFound }
         // Clamp, as cpp-host does: (0, 0xFFFFFFFF) reads everything, a start past the end reads nothing.
-        let from = min(Int(start), data.count)
-        let to = min(from + Int(maxSize), data.count)
-        return copyOut(Array(data[from..<to]), ptrOut: ptrOut, lenOut: lenOut)
+        let result = withBuffer(type) { data -> WasmResult in
+            let from = min(Int(start), data.count)
+            let to = min(from + Int(maxSize), data.count)
+            return copyOut(UnsafeRawBufferPointer(rebasing: data[from..<to]), ptrOut: ptrOut, lenOut: lenOut)
+        }
+        return result ?? .notFound
     }
 
     func getBufferStatus(_ type: UInt32, _ lengthOut: UInt32, _ flagsOut: UInt32) -> WasmResult {
         guard let type = BufferType(rawValue: type) else { return .badArgument }
-        guard let data = bufferBytes(type) else { return .notFound }
-        guard memory.writeU32(lengthOut, UInt32(data.count)), memory.writeU32(flagsOut, 0) else { return .invalidMemoryAccess }
+        guard let count = withBuffer(type, { $0.count }) else { return .notFound }
+        guard memory.writeU32(lengthOut, UInt32(count)), memory.writeU32(flagsOut, 0) else { return .invalidMemoryAccess }
         return .ok
     }
 
@@ -46,7 +51,7 @@ extension PluginVM {
             }
             return .ok
         }
-        return type == .requestBody ? edit(&data.requestBody) : edit(&data.responseBody)
+        return type == .requestBody ? data.requestBody.edit(edit) : data.responseBody.edit(edit)
     }
 
     /// ABI 0.1.0: the plugin configuration during on_configure, the VM configuration otherwise.

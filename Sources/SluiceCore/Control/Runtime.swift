@@ -48,6 +48,9 @@ final class Worker: @unchecked Sendable {
     let requestIDs = RequestIDSource()
     /// This worker's VM of each plugin (and per-route variant), keyed like PluginManager's.
     var plugins: [String: PluginWorker] = [:]
+    /// The rollout version of a plugin, by plugin name (also in `plugins`, under its rollout
+    /// key): found per stream without building that key.
+    var rollouts: [String: PluginWorker] = [:]
 
     init(eventLoop: EventLoop, clusters: [String: ClusterRuntime], accessLog: AccessLogSink) {
         self.eventLoop = eventLoop

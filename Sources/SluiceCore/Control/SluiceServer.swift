@@ -145,6 +145,7 @@ public final class SluiceServer: @unchecked Sendable {
                     if let vmKey, sharedVMs[vmKey] == nil, let vm = pw.activeVM { sharedVMs[vmKey] = vm }
                     if pw.activeVM == nil { failed.append(plugin.config.name) }
                     worker.plugins[key] = pw
+                    if plugin.version == "rollout" { worker.rollouts[plugin.config.name] = pw }
                 }
                 return failed
             }.get()

@@ -140,7 +140,13 @@ final class FilterChain {
 
     // MARK: iteration
 
-    private func progress(_ dir: Direction, _ i: Int) -> Progress { dir == .request ? request[i] : response[i] }
+    /// Filter `i`'s progress in `dir`, read in place (a copy would retain its queue and
+    /// buffers; this is read several times per event).
+    private subscript(progress dir: Direction, _ i: Int) -> Progress {
+        _read {
+            if dir == .request { yield request[i] } else { yield response[i] }
+        }
+    }
     private func update(_ dir: Direction, _ i: Int, _ body: (inout Progress) -> Void) {
         if dir == .request { body(&request[i]) } else { body(&response[i]) }
     }
@@ -158,7 +164,7 @@ final class FilterChain {
             deliver(dir, event, at: next(dir, i))
             return
         }
-        if case .allHeld = progress(dir, i).iteration {
+        if case .allHeld = self[progress: dir, i].iteration {
             update(dir, i) { $0.queued.append(event) }
             checkHeld(dir, i)
             return
@@ -185,7 +191,7 @@ final class FilterChain {
                 update(dir, i) { $0.iteration = .allHeld(mode) }
             }
         case .data(let chunk, let eos):
-            let before = progress(dir, i)
+            let before = self[progress: dir, i]
             update(dir, i) { $0.endReceived = eos }
             // Under `buffer` the callback sees everything kept so far plus this chunk.
             var visible = chunk
@@ -194,13 +200,14 @@ final class FilterChain {
                 kept.writeBuffer(&chunk)
                 visible = kept
             }
-            let bytes = Array(visible.readableBytesView)
-            if dir == .request { data.requestBody = bytes } else { data.responseBody = bytes }
-            let action = dir == .request ? vm.onRequestBody(id, size: bytes.count, endOfStream: eos) : vm.onResponseBody(id, size: bytes.count, endOfStream: eos)
-            let edited = dir == .request ? data.requestBody : data.responseBody
-            if dir == .request { data.requestBody = [] } else { data.responseBody = [] }
+            // The filter reads the chunk in place; only an edit makes a new buffer.
+            let body = StreamBody(visible)
+            if dir == .request { data.requestBody = body } else { data.responseBody = body }
+            let action = dir == .request ? vm.onRequestBody(id, size: visible.readableBytes, endOfStream: eos) : vm.onResponseBody(id, size: visible.readableBytes, endOfStream: eos)
+            let edited = (dir == .request ? data.requestBody : data.responseBody).edited
+            if dir == .request { data.requestBody = StreamBody() } else { data.responseBody = StreamBody() }
             if failed(slot, i, dir, event) || stopped(dir) { return }
-            let out = edited == bytes ? visible : stream.allocator.buffer(bytes: edited)
+            let out = edited.map { stream.allocator.buffer(bytes: $0) } ?? visible
             // What the filter did not see again (kept under `watermark`) goes before its output.
             var all = out
             if before.keptMode != .buffer, var kept = before.keptBody {
@@ -246,15 +253,13 @@ final class FilterChain {
     /// `watermark` mode stops reading the direction; back under it, reading resumes.
     private func checkHeld(_ dir: Direction, _ i: Int) {
         guard i >= 0 && i < slots.count else { return }
-        let p = progress(dir, i)
         let limit = slots[i].plugin.runtime.config.bufferLimitBytes
-        if p.heldBytes > limit && p.holdMode == .buffer {
+        if self[progress: dir, i].holdMode == .buffer && self[progress: dir, i].heldBytes > limit {
             bufferLimitExceeded(dir, i)
             return
         }
         let above = (0..<slots.count).contains { j in
-            let q = progress(dir, j)
-            return q.holdMode == .watermark && q.heldBytes > slots[j].plugin.runtime.config.bufferLimitBytes
+            self[progress: dir, j].holdMode == .watermark && self[progress: dir, j].heldBytes > slots[j].plugin.runtime.config.bufferLimitBytes
         }
         if dir == .request {
             guard above != requestAboveWatermark else { return }
@@ -280,14 +285,14 @@ final class FilterChain {
 
     /// Forwards held headers past filter `i` if they have not gone yet.
     private func passHeaders(_ dir: Direction, _ i: Int, endOfStream: Bool) {
-        guard !progress(dir, i).headersPassed else { return }
+        guard !self[progress: dir, i].headersPassed else { return }
         update(dir, i) { $0.headersPassed = true; $0.iteration = .flowing }
         deliver(dir, .headers(endOfStream: endOfStream), at: next(dir, i))
     }
 
     /// Forwards what filter `i` holds: headers, then kept body.
     private func flush(_ dir: Direction, _ i: Int, trailersFollow: Bool) {
-        let p = progress(dir, i)
+        let p = self[progress: dir, i]
         let end = p.endReceived && !trailersFollow && p.heldTrailers == nil
         passHeaders(dir, i, endOfStream: end && p.keptBody == nil && p.keptMode == nil)
         if p.keptBody != nil || p.keptMode != nil {
@@ -300,7 +305,7 @@ final class FilterChain {
     /// continue_stream from filter `i`.
     func resume(_ dir: Direction, from i: Int) {
         guard i < slots.count, !stopped(dir) else { return }
-        let p = progress(dir, i)
+        let p = self[progress: dir, i]
         // continue_stream from a filter that holds nothing (it never stopped, or the headers
         // have not reached it) is a no-op, as in Envoy.
         let holding = p.iteration != .flowing || !p.headersPassed || p.keptBody != nil || p.keptMode != nil || p.heldTrailers != nil
@@ -315,7 +320,7 @@ final class FilterChain {
         }
         update(dir, i) { $0.iteration = .flowing }
         flush(dir, i, trailersFollow: p.heldTrailers != nil)
-        if let trailers = progress(dir, i).heldTrailers {
+        if let trailers = self[progress: dir, i].heldTrailers {
             update(dir, i) { $0.heldTrailers = nil }
             deliver(dir, .trailers(trailers), at: next(dir, i))
         }
@@ -457,5 +462,13 @@ final class SlotActions: HTTPStreamActions {
 
     func clearRouteCache() {
         chain?.data?.routeCacheCleared = true
+    }
+}
+
+/// Body chunks are lent to filters in place (see `StreamBody`).
+extension ByteBuffer: BodyBytes {
+    public var byteCount: Int { readableBytes }
+    public func withBodyBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withUnsafeReadableBytes(body)
     }
 }

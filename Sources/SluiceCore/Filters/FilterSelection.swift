@@ -20,7 +20,7 @@ extension Worker {
             let override = route?.config.plugins[name]
             if override?.disabled == true { continue }
             var key = override?.configuration.map { PluginManager.variantKey(name, $0) } ?? name
-            if override?.configuration == nil, let rollout = self.plugins[PluginManager.rolloutKey(name)],
+            if override?.configuration == nil, !rollouts.isEmpty, let rollout = rollouts[name],
                Int.random(in: 0..<100) < rollout.runtime.config.rolloutWeight {
                 key = PluginManager.rolloutKey(name)
             }

@@ -149,7 +149,7 @@ final class HTTPStream {
         info.sourcePort = connection.remote?.port ?? 0
         info.destinationAddress = connection.local?.ipAddress ?? ""
         info.destinationPort = connection.local?.port ?? 0
-        info.protocolName = "HTTP/\(request.version.major).\(request.version.minor)"
+        info.protocolName = request.version == .http1_1 ? "HTTP/1.1" : request.version == .http1_0 ? "HTTP/1.0" : "HTTP/\(request.version.major).\(request.version.minor)"
         info.listenerName = listener.config.name
         info.routeName = route?.config.name ?? ""
         info.virtualHostName = route?.config.virtualHost?.name ?? ""
@@ -161,11 +161,15 @@ final class HTTPStream {
         var headers = request.headers
         stripHopByHop(&headers)
         var map = HeaderMap()
+        map.entries.reserveCapacity(headers.count + 6)
         map.add(":authority", request.headers.first(name: "host") ?? "")
         map.add(":path", request.uri)
         map.add(":method", request.method.rawValue)
         map.add(":scheme", "http")
-        for (name, value) in headers where name.lowercased() != "host" { map.add(name, value) }
+        for (name, value) in headers {
+            let lowered = name.asciiLowercased
+            if lowered != "host" { map.entries.append((lowered, value)) }
+        }
         // Like Envoy's connection manager, the request id and x-forwarded-proto exist before
         // the filters run, so filters see (and may use) them.
         if map.first("x-forwarded-proto") == nil { map.add("x-forwarded-proto", "http") }
@@ -230,6 +234,7 @@ final class HTTPStream {
         var head = HTTPRequestHead(version: request.version, method: HTTPMethod(rawValue: map.first(":method") ?? request.method.rawValue),
                                    uri: map.first(":path") ?? request.uri)
         let authority = map.first(":authority") ?? ""
+        head.headers.reserveCapacity(map.entries.count)
         head.headers.add(name: "host", value: authority)
         for (name, value) in map.entries where !name.hasPrefix(":") { head.headers.add(name: name, value: value) }
         // A valid Content-Length the filters kept (or set) stands; if they removed it (they
@@ -341,6 +346,7 @@ final class HTTPStream {
             // else (it cannot, but this is where the value takes effect) is answered as 500.
             let code = map.first(":status").flatMap(PluginVM.validFinalStatus) ?? 500
             head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: code))
+            head.headers.reserveCapacity(map.entries.count)
             for (name, value) in map.entries where !name.hasPrefix(":") { head.headers.add(name: name, value: value) }
             stripHopByHop(&head.headers)
             data.info.responseCode = code
@@ -482,6 +488,7 @@ extension HeaderMap {
     /// A response head as filters see it: `:status`, then the fields.
     init(status: Int, headers: HTTPHeaders) {
         self.init([(":status", String(status))])
+        entries.reserveCapacity(headers.count + 1)
         for (name, value) in headers { add(name, value) }
     }
 }
