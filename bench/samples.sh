@@ -2,6 +2,7 @@
 # Requests/s through each sample filter relative to no filter, one run, same machine, and
 # each filter's Wasm memory after 100,000 requests (a per-request leak would show as growth).
 #   bench/samples.sh                  # 5 s per filter
+#   RUNTIME=wasmkit bench/samples.sh  # on one engine (default: Sluice's default engine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
@@ -41,7 +42,7 @@ clusters:
   - { name: authz, endpoints: ["127.0.0.1:$UP"] }
 $plugins
 YAML
-  .build/release/sluice run -c "$work/s.yaml" --workers 1 --no-watch --log-level error & local pid=$!
+  .build/release/sluice run -c "$work/s.yaml" --workers 1 --no-watch --log-level error ${RUNTIME:+--wasm-runtime "$RUNTIME"} & local pid=$!
   for i in $(seq 100); do curl -sf "127.0.0.1:$ADMIN/ready" >/dev/null && break; sleep 0.1; done
   wrk -t1 -c32 -d2s "$@" "http://127.0.0.1:$PORT/" >/dev/null
   local rps; rps=$(wrk -t1 -c32 -d"$DURATION" "$@" "http://127.0.0.1:$PORT/" | awk '/Requests\/sec/ {print $2}')
@@ -67,7 +68,7 @@ results=$(
   run body-rewrite '{ name: f, module: "'$PWD'/filters/build/sample-body-rewrite.wasm", configuration: { replace: { xxxx: yyyy } } }'
 )
 base=$(echo "$results" | awk '$1 == "none" {print $2}')
-echo "wrk -t1 -c32 -d$DURATION, 1 KiB JSON responses, 1 worker; memory sampled by Sluice every 256 streams"
+echo "wrk -t1 -c32 -d$DURATION, 1 KiB JSON responses, 1 worker, engine: ${RUNTIME:-default}; memory sampled by Sluice every 256 streams"
 printf "%-15s %12s %8s %14s %14s %10s\n" filter requests/s ratio mem-early mem-after requests
 echo "$results" | while read -r name rps before after total; do
   printf "%-15s %12s %8s %14s %14s %10s\n" "$name" "$rps" "$(awk -v a="$rps" -v b="$base" 'BEGIN {printf "%.2f", a/b}')" "$before" "$after" "$total"

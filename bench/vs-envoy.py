@@ -115,13 +115,14 @@ def wrk(port, header, seconds, latency=True):
             "bad": int(non2xx.group(1)) if non2xx else 0, "errors": errors.group(1) if errors else ""}
 
 
-def measure(proxy, port, header):
+def measure(name, proxy, port, header):
     wrk(port, header, 1, latency=False)  # warm-up: connections, pools, JIT tiers
     before = cpu_seconds(proxy.pid)
     r = wrk(port, header, DURATION)
     r["cpu_us"] = (cpu_seconds(proxy.pid) - before) * 1e6 / max(r["requests"], 1)
     if r["bad"] or r["errors"]:
-        sys.exit("%d bad answers (%s) from port %d: the benchmark would measure failures" % (r["bad"], r["errors"], port))
+        probe = subprocess.run(["curl", "-si", "http://127.0.0.1:%d/" % port] + (["-H", header] if header else []), capture_output=True, text=True).stdout
+        sys.exit("%s: %d bad answers (%s): the benchmark would measure failures; one answer:\n%s" % (name, r["bad"], r["errors"], probe[:800]))
     return r
 
 
@@ -135,7 +136,9 @@ def main():
     envoy = envoy_binary()
     os.makedirs(OUT, exist_ok=True)
     work = tempfile.mkdtemp()
+    os.chmod(work, 0o755)  # nginx workers run as nobody
     procs = []
+    nginx = None
 
     def start(cmd, admin):
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "log-%d" % admin), "w"))
@@ -161,7 +164,7 @@ events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:%d; location / { root %s; try_files /1k =404; } } }
 """ % (work, work, upstream, work))
-        procs.append(subprocess.Popen(["nginx", "-c", os.path.join(work, "nginx.conf"), "-p", work]))
+        nginx = subprocess.Popen(["nginx", "-c", os.path.join(work, "nginx.conf"), "-p", work], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         print("machine: %d cores; wrk -t1 -c%d -d%ds, 1 KiB responses; %d interleaved rounds, medians" % (os.cpu_count(), CONNECTIONS, DURATION, ROUNDS))
         print("Sluice: %s %s" % (SLUICE, " ".join(SLUICE_ARGS)))
@@ -187,7 +190,7 @@ http { access_log off; keepalive_requests 1000000;
                 for r in range(ROUNDS):
                     order = ("envoy", "sluice") if r % 2 == 0 else ("sluice", "envoy")
                     for proxy in order:
-                        results[proxy].append(measure(running[proxy], ports[proxy], header))
+                        results[proxy].append(measure("%s (%s, %d workers)" % (proxy, name, workers), running[proxy], ports[proxy], header))
                 for p in running.values():
                     stop(p)
                     procs.remove(p)
@@ -213,6 +216,9 @@ http { access_log off; keepalive_requests 1000000;
     finally:
         for p in procs:
             p.kill()
+        if nginx:
+            nginx.send_signal(signal.SIGQUIT)  # the master takes its workers with it
+            nginx.wait(10)
         shutil.rmtree(work, ignore_errors=True)
 
 

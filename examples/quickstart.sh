@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release --product sluice
 filters/build.sh   # the demo filter (installs wasi-libc and Go on first use)
+scripts/install-wasmtime.sh   # the JIT engine (PyPI wasmtime); without it filters run on WasmKit
 bin=.build/release/sluice
 "$bin" demo-upstream --listen 127.0.0.1:8081 --name a & a=$!
 "$bin" demo-upstream --listen 127.0.0.1:8082 --name b & b=$!
