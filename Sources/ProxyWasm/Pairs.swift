@@ -144,6 +144,15 @@ extension String {
             return self
         }
         utf8 = self.utf8
-        return String(decoding: utf8.map { $0 &- 65 < 26 ? $0 | 0x20 : $0 }, as: UTF8.self)
+        // Written straight into the new string's storage (names up to 15 bytes, most of
+        // them, stay inline: no allocation at all).
+        return String(unsafeUninitializedCapacity: utf8.count) { out in
+            var i = 0
+            for byte in utf8 {
+                out[i] = byte &- 65 < 26 ? byte | 0x20 : byte
+                i += 1
+            }
+            return i
+        }
     }
 }

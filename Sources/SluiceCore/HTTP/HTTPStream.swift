@@ -145,9 +145,9 @@ final class HTTPStream {
     private func makeFilterData() -> HTTPStreamData {
         let info = StreamInfo()
         info.connectionID = connection.id
-        info.sourceAddress = connection.remote?.ipAddress ?? ""
+        info.sourceAddress = connection.remote == nil ? "" : connection.clientAddress
         info.sourcePort = connection.remote?.port ?? 0
-        info.destinationAddress = connection.local?.ipAddress ?? ""
+        info.destinationAddress = connection.localAddress
         info.destinationPort = connection.local?.port ?? 0
         info.protocolName = request.version == .http1_1 ? "HTTP/1.1" : request.version == .http1_0 ? "HTTP/1.0" : "HTTP/\(request.version.major).\(request.version.minor)"
         info.listenerName = listener.config.name
@@ -234,9 +234,7 @@ final class HTTPStream {
         var head = HTTPRequestHead(version: request.version, method: HTTPMethod(rawValue: map.first(":method") ?? request.method.rawValue),
                                    uri: map.first(":path") ?? request.uri)
         let authority = map.first(":authority") ?? ""
-        head.headers.reserveCapacity(map.entries.count)
-        head.headers.add(name: "host", value: authority)
-        for (name, value) in map.entries where !name.hasPrefix(":") { head.headers.add(name: name, value: value) }
+        head.headers = HTTPHeaders(map.regularHeaders(leading: ("host", authority)))
         // A valid Content-Length the filters kept (or set) stands; if they removed it (they
         // change the body) or set something unusable, the body goes chunked. A request
         // without a body stays without one.
@@ -345,9 +343,10 @@ final class HTTPStream {
             // The hostcalls accept only final statuses; a map that still holds something
             // else (it cannot, but this is where the value takes effect) is answered as 500.
             let code = map.first(":status").flatMap(PluginVM.validFinalStatus) ?? 500
-            head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: code))
-            head.headers.reserveCapacity(map.entries.count)
-            for (name, value) in map.entries where !name.hasPrefix(":") { head.headers.add(name: name, value: value) }
+            // Built in one go: HTTPHeaders.add would re-check each name the parser or the
+            // hostcalls (validHeader) already checked.
+            head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: code),
+                                    headers: HTTPHeaders(map.regularHeaders))
             stripHopByHop(&head.headers)
             data.info.responseCode = code
             data.info.finalResponseHeaders = map
@@ -486,6 +485,16 @@ struct UpstreamBoundRequest {
 
 extension HeaderMap {
     /// A response head as filters see it: `:status`, then the fields.
+    /// The headers that are not pseudo-headers, in order, optionally after one given first.
+    func regularHeaders(leading: (String, String)? = nil) -> [(String, String)] {
+        var out: [(String, String)] = []
+        out.reserveCapacity(entries.count + 1)
+        if let leading { out.append(leading) }
+        for (name, value) in entries where name.utf8.first != UInt8(ascii: ":") { out.append((name, value)) }
+        return out
+    }
+    var regularHeaders: [(String, String)] { regularHeaders() }
+
     init(status: Int, headers: HTTPHeaders) {
         self.init([(":status", String(status))])
         entries.reserveCapacity(headers.count + 1)

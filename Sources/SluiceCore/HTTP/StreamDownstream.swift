@@ -46,4 +46,15 @@ struct DownstreamConnectionInfo {
     let local: SocketAddress?
     /// The client's address as text, for X-Forwarded-For and the access log.
     let clientAddress: String
+    /// The local address as text, for filters' `destination.address` (formatted once per
+    /// connection, not per stream).
+    let localAddress: String
+
+    init(id: UInt64, remote: SocketAddress?, local: SocketAddress?, clientAddress: String) {
+        self.id = id
+        self.remote = remote
+        self.local = local
+        self.clientAddress = clientAddress
+        self.localAddress = local?.ipAddress ?? ""
+    }
 }
