@@ -16,7 +16,8 @@ with Sluice/Envoy ratios and writes it to bench/out/vs-envoy.md.
   bench/vs-envoy.py                         # 3 rounds of 5 s per cell
   ROUNDS=5 DURATION=10 bench/vs-envoy.py
   FILTERS=none,headers WORKERS=1 bench/vs-envoy.py
-  SLUICE_ARGS="--wasm-runtime wasmkit" bench/vs-envoy.py   # Sluice's interpreter instead
+  SLUICE_RUNTIME=wasmkit bench/vs-envoy.py   # Sluice on its interpreter: its copy of the
+                                             # bootstrap names envoy.wasm.runtime.wamr (-> WasmKit)
 """
 import base64, hashlib, hmac, json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time
 
@@ -30,6 +31,7 @@ CONNECTIONS = int(os.environ.get("CONNECTIONS", "32"))
 WORKERS = [int(w) for w in os.environ.get("WORKERS", "1,2").split(",")]
 FILTERS = os.environ.get("FILTERS", "none,headers,jwt-c,go").split(",")
 SLUICE_ARGS = os.environ.get("SLUICE_ARGS", "").split()
+SLUICE_RUNTIME = os.environ.get("SLUICE_RUNTIME", "wasmtime")
 SLUICE = os.environ.get("SLUICE", os.path.join(ROOT, ".build/release/sluice"))
 OUT = os.path.join(ROOT, "bench/out")
 
@@ -167,7 +169,7 @@ http { access_log off; keepalive_requests 1000000;
         nginx = subprocess.Popen(["nginx", "-c", os.path.join(work, "nginx.conf"), "-p", work], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         print("machine: %d cores; wrk -t1 -c%d -d%ds, 1 KiB responses; %d interleaved rounds, medians" % (os.cpu_count(), CONNECTIONS, DURATION, ROUNDS))
-        print("Sluice: %s %s" % (SLUICE, " ".join(SLUICE_ARGS)))
+        print("Sluice: %s %s (engine: %s)" % (SLUICE, " ".join(SLUICE_ARGS), SLUICE_RUNTIME))
         rows = []
         for workers in WORKERS:
             for name in FILTERS:
@@ -178,8 +180,11 @@ http { access_log off; keepalive_requests 1000000;
                 for proxy in ("envoy", "sluice"):
                     port, admin = free_port(), free_port()
                     path = os.path.join(work, "%s-%s-%d.yaml" % (proxy, name, workers))
+                    text = BOOTSTRAP.format(admin=admin, port=port, upstream=upstream, wasm=wasm)
+                    if proxy == "sluice" and SLUICE_RUNTIME == "wasmkit":
+                        text = text.replace("envoy.wasm.runtime.v8", "envoy.wasm.runtime.wamr")
                     with open(path, "w") as f:
-                        f.write(BOOTSTRAP.format(admin=admin, port=port, upstream=upstream, wasm=wasm))
+                        f.write(text)
                     if proxy == "envoy":
                         cmd = [envoy, "-c", path, "--concurrency", str(workers), "-l", "warning", "--disable-hot-restart"]
                     else:

@@ -148,11 +148,37 @@ extension GuestMemory {
     }
 }
 
+/// The integer arguments of one guest call, held inline: every Proxy-Wasm callback takes
+/// at most six, and an array per call would be a heap allocation per callback.
+public struct GuestArgs: ExpressibleByArrayLiteral {
+    @usableFromInline var storage: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0)
+    @usableFromInline var _count = 0
+    public var count: Int { _count }
+
+    @inlinable public init(arrayLiteral elements: UInt64...) {
+        precondition(elements.count <= 6, "a guest call takes at most six arguments")
+        for e in elements { append(e) }
+    }
+
+    @inlinable public mutating func append(_ value: UInt64) {
+        precondition(_count < 6, "a guest call takes at most six arguments")
+        let at = _count
+        withUnsafeMutableBytes(of: &storage) { $0.storeBytes(of: value, toByteOffset: at * 8, as: UInt64.self) }
+        _count += 1
+    }
+
+    /// The i-th argument, 0 past the end.
+    @inlinable public subscript(i: Int) -> UInt64 {
+        guard i < _count else { return 0 }
+        return withUnsafeBytes(of: storage) { $0.load(fromByteOffset: i * 8, as: UInt64.self) }
+    }
+}
+
 /// An exported function, resolved once.
-public protocol WasmFunction {
+public protocol WasmFunction: AnyObject {
     var type: WasmFunctionType { get }
     /// Calls the function. Arguments are integers of the function's parameter types.
-    func call(_ args: [UInt64]) throws(WasmCallError) -> UInt64?
+    func call(_ args: GuestArgs) throws(WasmCallError) -> UInt64?
 }
 
 /// One instantiated module, with its own memory and globals.

@@ -204,7 +204,7 @@ public final class PluginVM {
     /// Calls a callback export with `context` as current and effective context. A trap marks
     /// the VM failed for good; the caller then applies the plugin's failure policy.
     @discardableResult
-    func call(_ fn: WasmFunction?, _ name: String, context: UInt32, _ args: [UInt64]) -> UInt64? {
+    func call(_ fn: WasmFunction?, _ name: String, context: UInt32, _ args: GuestArgs) -> UInt64? {
         guard !failed, let fn else { return nil }
         let saved = (currentContextID, effectiveContextID)
         currentContextID = context
@@ -367,13 +367,13 @@ public final class PluginVM {
 
     public func onRequestHeaders(_ id: UInt32, count: Int, endOfStream: Bool) -> HeadersAction {
         beginCallback(id)
-        let args: [UInt64] = abi == .v0_1_0 ? [UInt64(id), UInt64(count)] : [UInt64(id), UInt64(count), endOfStream ? 1 : 0]
+        let args: GuestArgs = abi == .v0_1_0 ? [UInt64(id), UInt64(count)] : [UInt64(id), UInt64(count), endOfStream ? 1 : 0]
         return headersAction(call(fns.onRequestHeaders, "proxy_on_request_headers", context: id, args), id)
     }
 
     public func onResponseHeaders(_ id: UInt32, count: Int, endOfStream: Bool) -> HeadersAction {
         beginCallback(id)
-        let args: [UInt64] = abi == .v0_1_0 ? [UInt64(id), UInt64(count)] : [UInt64(id), UInt64(count), endOfStream ? 1 : 0]
+        let args: GuestArgs = abi == .v0_1_0 ? [UInt64(id), UInt64(count)] : [UInt64(id), UInt64(count), endOfStream ? 1 : 0]
         return headersAction(call(fns.onResponseHeaders, "proxy_on_response_headers", context: id, args), id)
     }
 

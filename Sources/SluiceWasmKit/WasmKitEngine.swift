@@ -170,10 +170,11 @@ final class WasmKitFunction: WasmFunction {
         self.resultIsI64 = t.results.first == .i64
     }
 
-    func call(_ args: [UInt64]) throws(WasmCallError) -> UInt64? {
+    func call(_ args: GuestArgs) throws(WasmCallError) -> UInt64? {
         var values: [Value] = []
         values.reserveCapacity(args.count)
-        for (i, a) in args.enumerated() {
+        for i in 0..<args.count {
+            let a = args[i]
             values.append(i < type.parameters.count && type.parameters[i] == .i64 ? .i64(a) : .i32(UInt32(truncatingIfNeeded: a)))
         }
         let results: [Value]

@@ -368,7 +368,7 @@ final class WasmtimeFunction: WasmFunction {
         self.slots = max(type.parameters.count, type.results.count, 1)
     }
 
-    func call(_ args: [UInt64]) throws(WasmCallError) -> UInt64? {
+    func call(_ args: GuestArgs) throws(WasmCallError) -> UInt64? {
         let parameters = type.parameters
         let returnsValue = !type.results.isEmpty
         let resultIsI64 = type.results.first == .i64
@@ -376,7 +376,7 @@ final class WasmtimeFunction: WasmFunction {
         let outcome: Result<UInt64?, WasmCallError> = withUnsafeTemporaryAllocation(of: wasmtime_val_raw_t.self, capacity: slots) { values in
             let base = values.baseAddress!
             for i in 0..<parameters.count {
-                let a = i < args.count ? args[i] : 0
+                let a = args[i]
                 base[i].i64 = parameters[i] == .i64 ? Int64(bitPattern: a) : Int64(UInt32(truncatingIfNeeded: a))
             }
             var trap: OpaquePointer?
