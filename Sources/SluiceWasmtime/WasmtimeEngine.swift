@@ -71,8 +71,17 @@ public struct WasmtimeCodeCache: Sendable {
 
     func path(_ hash: String) -> String { "\(directory)/\(hash)-\(identity).cwasm" }
 
+    /// Wasmtime runs deserialized code as it is, so code is read only from a directory this
+    /// process's user owns and nobody else may write to; anything else is not a cache.
+    var isTrusted: Bool {
+        var info = stat()
+        guard lstat(directory, &info) == 0 else { return false }
+        return (info.st_mode & S_IFMT) == S_IFDIR && info.st_uid == geteuid() && (info.st_mode & 0o022) == 0
+    }
+
     func load(_ hash: String) -> [UInt8]? {
-        FileManager.default.contents(atPath: path(hash)).map { Array($0) }
+        guard isTrusted else { return nil }
+        return FileManager.default.contents(atPath: path(hash)).map { Array($0) }
     }
 
     /// Best effort: a cache that cannot be written only costs the next start its compile.
@@ -82,6 +91,7 @@ public struct WasmtimeCodeCache: Sendable {
         defer { sw_wasm_byte_vec_delete(&bytes) }
         let data = Data(bytes: bytes.data, count: bytes.size)
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        guard isTrusted else { return }
         let temporary = path(hash) + ".\(getpid()).tmp"
         guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: 0o600]) else { return }
         if rename(temporary, path(hash)) != 0 { unlink(temporary) }

@@ -112,6 +112,40 @@ final class LifecycleTests: XCTestCase {
         XCTAssertTrue(err.contains("plugin 'c'") && err.contains("runtime wasmtime") && err.contains("Wasmtime is not available"), err)
     }
 
+    /// Wasmtime's compiled code is kept on disk and reused; a damaged cache file is not
+    /// trusted (the module is compiled again and serves), and a directory others may write
+    /// to is not used at all.
+    func testWasmtimeCodeCache() async throws {
+        let module = try TestFilters.path("c-conformance")
+        let cache = NSTemporaryDirectory() + "sluice-code-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        func serve() throws {
+            let port = SluiceProcess.freePort(), admin = SluiceProcess.freePort()
+            let sluice = try SluiceProcess(config: """
+                admin: { address: "127.0.0.1:\(admin)" }
+                listeners:
+                  - { name: main, address: "127.0.0.1:\(port)", http_filters: [c], routes: [{ match: { prefix: / }, direct_response: { status: 200, body: ok } }] }
+                plugins:
+                  - { name: c, module: "\(module)", runtime: wasmtime }
+                """, arguments: ["--no-watch"], environment: ["SLUICE_WASM_CODE_CACHE": cache])
+            defer { sluice.terminate(); _ = sluice.waitExit() }
+            try sluice.waitReady(adminPort: admin)
+            XCTAssertEqual(try httpGet(port, "/", headers: [("x-test", "none")]).header("x-c-response"), "seen")
+        }
+        try serve()
+        let files = try FileManager.default.contentsOfDirectory(atPath: cache).filter { $0.hasSuffix(".cwasm") }
+        XCTAssertEqual(files.count, 1, "the compiled module was kept")
+        try Data(repeating: 0x41, count: 4096).write(to: URL(fileURLWithPath: cache + "/" + files[0]))
+        try serve()  // the damaged file is refused by Wasmtime's checks; compiled afresh
+        XCTAssertNotEqual(try Data(contentsOf: URL(fileURLWithPath: cache + "/" + files[0])).first, 0x41, "and replaced")
+
+        try FileManager.default.removeItem(atPath: cache)
+        try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o777])
+        chmod(cache, 0o777)
+        try serve()
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: cache), [], "a world-writable directory is not a cache")
+    }
+
     func runValidate(_ path: String) throws -> (Int32, String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try sluiceBinary())
