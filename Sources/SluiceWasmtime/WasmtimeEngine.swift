@@ -347,14 +347,12 @@ final class WasmtimeInstance: WasmInstance {
         if let error { return .trap(WasmtimeRuntime.consume(error)) }
         guard let trap else { return .trap("unknown failure") }
         var code: UInt8 = 0
-        if sw_wasmtime_trap_code(trap, &code),
-           Int(code) == Int(SLUICE_WASMTIME_TRAP_INTERRUPT) || Int(code) == Int(SLUICE_WASMTIME_TRAP_OUT_OF_FUEL) {
-            return .budgetExhausted
+        guard sw_wasmtime_trap_code(trap, &code) else { return .trap(WasmtimeInstance.message(of: trap)) }
+        switch Int(code) {
+        case Int(SLUICE_WASMTIME_TRAP_INTERRUPT), Int(SLUICE_WASMTIME_TRAP_OUT_OF_FUEL): return .budgetExhausted
+        case WasmtimeInstance.trapReasons.indices: return .trap("wasm trap: " + WasmtimeInstance.trapReasons[Int(code)])
+        default: return .trap(WasmtimeInstance.message(of: trap))
         }
-        if sw_wasmtime_trap_code(trap, &code), Int(code) < WasmtimeInstance.trapReasons.count {
-            return .trap("wasm trap: " + WasmtimeInstance.trapReasons[Int(code)])
-        }
-        return .trap(WasmtimeInstance.message(of: trap))
     }
 
     /// Wasmtime's trap codes 0-9 (its message adds a multi-line backtrace; logs want one line).

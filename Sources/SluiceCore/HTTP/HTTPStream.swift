@@ -346,7 +346,7 @@ final class HTTPStream {
             // Built in one go: HTTPHeaders.add would re-check each name the parser or the
             // hostcalls (validHeader) already checked.
             head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: code),
-                                    headers: HTTPHeaders(map.regularHeaders))
+                                    headers: HTTPHeaders(map.regularHeaders()))
             stripHopByHop(&head.headers)
             data.info.responseCode = code
             data.info.finalResponseHeaders = map
@@ -484,7 +484,6 @@ struct UpstreamBoundRequest {
 }
 
 extension HeaderMap {
-    /// A response head as filters see it: `:status`, then the fields.
     /// The headers that are not pseudo-headers, in order, optionally after one given first.
     func regularHeaders(leading: (String, String)? = nil) -> [(String, String)] {
         var out: [(String, String)] = []
@@ -493,8 +492,8 @@ extension HeaderMap {
         for (name, value) in entries where name.utf8.first != UInt8(ascii: ":") { out.append((name, value)) }
         return out
     }
-    var regularHeaders: [(String, String)] { regularHeaders() }
 
+    /// A response head as filters see it: `:status`, then the fields.
     init(status: Int, headers: HTTPHeaders) {
         self.init([(":status", String(status))])
         entries.reserveCapacity(headers.count + 1)
