@@ -501,11 +501,12 @@ private final class Translator {
         }
         plugin.allowOnHeadersStopIteration = str(config, "allow_on_headers_stop_iteration") == "true"
         let runtimeName = str(vm, "runtime") ?? ""
-        if let runtime = WasmRuntime.fromEnvoy(runtimeName) {
-            plugin.runtime = runtime
-        } else if runtimeName == "envoy.wasm.runtime.null" {
+        switch WasmRuntime.fromEnvoy(runtimeName) {
+        case .engine(let runtime): plugin.runtime = runtime
+        case .proxyDefault: plugin.runtime = nil
+        case .nullRuntime:
             error(map(vm, "runtime"), path + ".vm_config.runtime", "the null runtime runs filters compiled into Envoy itself; Sluice runs .wasm modules (use envoy.wasm.runtime.v8 or wasmtime)")
-        } else {
+        case .unknown:
             error(map(vm, "runtime"), path + ".vm_config.runtime", "unknown Wasm runtime '\(runtimeName)'")
         }
         return plugin

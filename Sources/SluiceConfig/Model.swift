@@ -443,16 +443,24 @@ public enum WasmRuntime: String, Sendable, Equatable, CaseIterable {
     /// Wasmtime, a JIT compiler (native code, epoch deadlines, guard-page bounds checks).
     case wasmtime
 
-    /// Envoy's `vm_config.runtime` names, as `.some(engine)`; `.some(nil)` for the default
-    /// (an empty name); nil for a name Sluice cannot run. The compiling engines (V8,
-    /// Wasmtime, WAVM) map to Wasmtime, WAMR (an interpreter by default) to WasmKit; `null`
-    /// (filters compiled into Envoy itself) has no equivalent.
-    public static func fromEnvoy(_ name: String) -> WasmRuntime?? {
+    /// What an Envoy `vm_config.runtime` name asks for: the compiling engines (V8, Wasmtime,
+    /// WAVM) map to Wasmtime, WAMR (an interpreter by default) to WasmKit, an empty name to
+    /// the proxy's default; `null` (filters compiled into Envoy itself) and unknown names
+    /// have no equivalent.
+    public enum EnvoyChoice: Equatable, Sendable {
+        case engine(WasmRuntime)
+        case proxyDefault
+        case nullRuntime
+        case unknown
+    }
+
+    public static func fromEnvoy(_ name: String) -> EnvoyChoice {
         switch name {
-        case "": return .some(nil)
-        case "envoy.wasm.runtime.v8", "envoy.wasm.runtime.wasmtime", "envoy.wasm.runtime.wavm": return .wasmtime
-        case "envoy.wasm.runtime.wamr": return .wasmkit
-        default: return nil
+        case "": return .proxyDefault
+        case "envoy.wasm.runtime.v8", "envoy.wasm.runtime.wasmtime", "envoy.wasm.runtime.wavm": return .engine(.wasmtime)
+        case "envoy.wasm.runtime.wamr": return .engine(.wasmkit)
+        case "envoy.wasm.runtime.null": return .nullRuntime
+        default: return .unknown
         }
     }
 }
