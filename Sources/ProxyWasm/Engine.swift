@@ -149,28 +149,29 @@ extension GuestMemory {
 }
 
 /// The integer arguments of one guest call, held inline: every Proxy-Wasm callback takes
-/// at most six, and an array per call would be a heap allocation per callback.
-public struct GuestArgs: ExpressibleByArrayLiteral {
-    @usableFromInline var storage: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0)
-    @usableFromInline var _count = 0
-    public var count: Int { _count }
+/// at most five, and an array (or an array literal, or variadic arguments) per call would
+/// be a heap allocation per callback.
+public struct GuestArgs {
+    @usableFromInline let storage: (UInt64, UInt64, UInt64, UInt64, UInt64)
+    public let count: Int
 
-    @inlinable public init(arrayLiteral elements: UInt64...) {
-        precondition(elements.count <= 6, "a guest call takes at most six arguments")
-        for e in elements { append(e) }
-    }
-
-    @inlinable public mutating func append(_ value: UInt64) {
-        precondition(_count < 6, "a guest call takes at most six arguments")
-        let at = _count
-        withUnsafeMutableBytes(of: &storage) { $0.storeBytes(of: value, toByteOffset: at * 8, as: UInt64.self) }
-        _count += 1
-    }
+    @inlinable public init() { (storage, count) = ((0, 0, 0, 0, 0), 0) }
+    @inlinable public init(_ a: UInt64) { (storage, count) = ((a, 0, 0, 0, 0), 1) }
+    @inlinable public init(_ a: UInt64, _ b: UInt64) { (storage, count) = ((a, b, 0, 0, 0), 2) }
+    @inlinable public init(_ a: UInt64, _ b: UInt64, _ c: UInt64) { (storage, count) = ((a, b, c, 0, 0), 3) }
+    @inlinable public init(_ a: UInt64, _ b: UInt64, _ c: UInt64, _ d: UInt64) { (storage, count) = ((a, b, c, d, 0), 4) }
+    @inlinable public init(_ a: UInt64, _ b: UInt64, _ c: UInt64, _ d: UInt64, _ e: UInt64) { (storage, count) = ((a, b, c, d, e), 5) }
 
     /// The i-th argument, 0 past the end.
     @inlinable public subscript(i: Int) -> UInt64 {
-        guard i < _count else { return 0 }
-        return withUnsafeBytes(of: storage) { $0.load(fromByteOffset: i * 8, as: UInt64.self) }
+        switch i {
+        case 0 where count > 0: return storage.0
+        case 1 where count > 1: return storage.1
+        case 2 where count > 2: return storage.2
+        case 3 where count > 3: return storage.3
+        case 4 where count > 4: return storage.4
+        default: return 0
+        }
     }
 }
 

@@ -176,14 +176,14 @@ public final class PluginVM {
         do {
             instance.setFuel(startupFuel)
             if let initialize = instance.function("_initialize") {
-                _ = try initialize.call([])
+                _ = try initialize.call(GuestArgs())
                 if let main = instance.function("main"), main.type.parameters.count == 2 {
-                    _ = try main.call([0, 0])
+                    _ = try main.call(GuestArgs(0, 0))
                 } else if let mainVoid = instance.function("__main_void"), mainVoid.type.parameters.isEmpty {
-                    _ = try mainVoid.call([])
+                    _ = try mainVoid.call(GuestArgs())
                 }
             } else if let start = instance.function("_start") {
-                _ = try start.call([])
+                _ = try start.call(GuestArgs())
             }
         } catch {
             if case .exit(0) = error {
@@ -262,7 +262,7 @@ public final class PluginVM {
         phase = .allocator
         defer { phase = saved }
         do {
-            guard let p = try allocate.call([UInt64(count)]), p != 0 else { return nil }
+            guard let p = try allocate.call(GuestArgs(UInt64(count))), p != 0 else { return nil }
             let addr = UInt32(truncatingIfNeeded: p)
             guard UInt64(addr) + UInt64(count) <= UInt64(memory.byteCount) else { return nil }
             return addr
@@ -320,13 +320,13 @@ public final class PluginVM {
     }
 
     private func startRoot(_ id: UInt32, identity: PluginIdentity) throws {
-        call(fns.onContextCreate, "proxy_on_context_create", context: id, [UInt64(id), 0])
+        call(fns.onContextCreate, "proxy_on_context_create", context: id, GuestArgs(UInt64(id), 0))
         configurationReadable = true
         defer { configurationReadable = false }
-        let started = fns.onVMStart == nil ? 1 : call(fns.onVMStart, "proxy_on_vm_start", context: id, [UInt64(id), UInt64(identity.vmConfiguration.count)])
+        let started = fns.onVMStart == nil ? 1 : call(fns.onVMStart, "proxy_on_vm_start", context: id, GuestArgs(UInt64(id), UInt64(identity.vmConfiguration.count)))
         if failed { throw PluginError.start("proxy_on_vm_start trapped: \(failureReason ?? "")") }
         guard started != 0 else { throw PluginError.start("proxy_on_vm_start returned false") }
-        let configured = fns.onConfigure == nil ? 1 : call(fns.onConfigure, "proxy_on_configure", context: id, [UInt64(id), UInt64(identity.pluginConfiguration.count)])
+        let configured = fns.onConfigure == nil ? 1 : call(fns.onConfigure, "proxy_on_configure", context: id, GuestArgs(UInt64(id), UInt64(identity.pluginConfiguration.count)))
         if failed { throw PluginError.start("proxy_on_configure trapped: \(failureReason ?? "")") }
         guard configured != 0 else { throw PluginError.start("proxy_on_configure returned false (configuration rejected)") }
     }
@@ -338,9 +338,9 @@ public final class PluginVM {
 
     /// One plugin of the VM stops: its root context's on_done and on_delete.
     public func shutdownRoot(_ id: UInt32) {
-        let done = call(fns.onDone, "proxy_on_done", context: id, [UInt64(id)]) ?? 1
+        let done = call(fns.onDone, "proxy_on_done", context: id, GuestArgs(UInt64(id))) ?? 1
         if done != 0 {
-            call(fns.onDelete, "proxy_on_delete", context: id, [UInt64(id)])
+            call(fns.onDelete, "proxy_on_delete", context: id, GuestArgs(UInt64(id)))
         } else if id == rootContextID {
             rootDonePending = true
         }
@@ -361,40 +361,40 @@ public final class PluginVM {
         nextContextID = id &+ 1
         let stream = StreamContext(id: id, data: data, actions: actions, rootID: root)
         streams[id] = stream
-        call(fns.onContextCreate, "proxy_on_context_create", context: id, [UInt64(id), UInt64(root)])
+        call(fns.onContextCreate, "proxy_on_context_create", context: id, GuestArgs(UInt64(id), UInt64(root)))
         return id
     }
 
     public func onRequestHeaders(_ id: UInt32, count: Int, endOfStream: Bool) -> HeadersAction {
         beginCallback(id)
-        let args: GuestArgs = abi == .v0_1_0 ? [UInt64(id), UInt64(count)] : [UInt64(id), UInt64(count), endOfStream ? 1 : 0]
+        let args = abi == .v0_1_0 ? GuestArgs(UInt64(id), UInt64(count)) : GuestArgs(UInt64(id), UInt64(count), endOfStream ? 1 : 0)
         return headersAction(call(fns.onRequestHeaders, "proxy_on_request_headers", context: id, args), id)
     }
 
     public func onResponseHeaders(_ id: UInt32, count: Int, endOfStream: Bool) -> HeadersAction {
         beginCallback(id)
-        let args: GuestArgs = abi == .v0_1_0 ? [UInt64(id), UInt64(count)] : [UInt64(id), UInt64(count), endOfStream ? 1 : 0]
+        let args = abi == .v0_1_0 ? GuestArgs(UInt64(id), UInt64(count)) : GuestArgs(UInt64(id), UInt64(count), endOfStream ? 1 : 0)
         return headersAction(call(fns.onResponseHeaders, "proxy_on_response_headers", context: id, args), id)
     }
 
     public func onRequestBody(_ id: UInt32, size: Int, endOfStream: Bool) -> DataAction {
         beginCallback(id)
-        return dataAction(call(fns.onRequestBody, "proxy_on_request_body", context: id, [UInt64(id), UInt64(size), endOfStream ? 1 : 0]), id)
+        return dataAction(call(fns.onRequestBody, "proxy_on_request_body", context: id, GuestArgs(UInt64(id), UInt64(size), endOfStream ? 1 : 0)), id)
     }
 
     public func onResponseBody(_ id: UInt32, size: Int, endOfStream: Bool) -> DataAction {
         beginCallback(id)
-        return dataAction(call(fns.onResponseBody, "proxy_on_response_body", context: id, [UInt64(id), UInt64(size), endOfStream ? 1 : 0]), id)
+        return dataAction(call(fns.onResponseBody, "proxy_on_response_body", context: id, GuestArgs(UInt64(id), UInt64(size), endOfStream ? 1 : 0)), id)
     }
 
     public func onRequestTrailers(_ id: UInt32, count: Int) -> TrailersAction {
         beginCallback(id)
-        return trailersAction(call(fns.onRequestTrailers, "proxy_on_request_trailers", context: id, [UInt64(id), UInt64(count)]), id)
+        return trailersAction(call(fns.onRequestTrailers, "proxy_on_request_trailers", context: id, GuestArgs(UInt64(id), UInt64(count))), id)
     }
 
     public func onResponseTrailers(_ id: UInt32, count: Int) -> TrailersAction {
         beginCallback(id)
-        return trailersAction(call(fns.onResponseTrailers, "proxy_on_response_trailers", context: id, [UInt64(id), UInt64(count)]), id)
+        return trailersAction(call(fns.onResponseTrailers, "proxy_on_response_trailers", context: id, GuestArgs(UInt64(id), UInt64(count))), id)
     }
 
     /// A local response sent during the callback forces "stop", whatever the guest returned;
@@ -423,9 +423,9 @@ public final class PluginVM {
     /// End of a stream, in Envoy's HTTP order: on_log, on_done, on_delete.
     public func finishStream(_ id: UInt32) {
         guard streams[id] != nil else { return }
-        call(fns.onLog, "proxy_on_log", context: id, [UInt64(id)])
-        call(fns.onDone, "proxy_on_done", context: id, [UInt64(id)])
-        call(fns.onDelete, "proxy_on_delete", context: id, [UInt64(id)])
+        call(fns.onLog, "proxy_on_log", context: id, GuestArgs(UInt64(id)))
+        call(fns.onDone, "proxy_on_done", context: id, GuestArgs(UInt64(id)))
+        call(fns.onDelete, "proxy_on_delete", context: id, GuestArgs(UInt64(id)))
         streams[id] = nil
     }
 
@@ -433,12 +433,12 @@ public final class PluginVM {
 
     public func onTick(root: UInt32? = nil) {
         let root = root ?? rootContextID
-        call(fns.onTick, "proxy_on_tick", context: root, [UInt64(root)])
+        call(fns.onTick, "proxy_on_tick", context: root, GuestArgs(UInt64(root)))
     }
 
     public func onQueueReady(_ queueID: UInt32, root: UInt32? = nil) {
         let root = root ?? rootContextID
-        call(fns.onQueueReady, "proxy_on_queue_ready", context: root, [UInt64(root), UInt64(queueID)])
+        call(fns.onQueueReady, "proxy_on_queue_ready", context: root, GuestArgs(UInt64(root), UInt64(queueID)))
     }
 
     /// Delivers a callout's response (nil: it failed; get_status then says why).
@@ -453,10 +453,9 @@ public final class PluginVM {
         }
         defer { httpCallResponse = nil }
         let root = calloutRoots.removeValue(forKey: token) ?? rootContextID
-        call(fns.onHTTPCallResponse, "proxy_on_http_call_response", context: root, [
+        call(fns.onHTTPCallResponse, "proxy_on_http_call_response", context: root, GuestArgs(
             UInt64(root), UInt64(token), UInt64(response?.headers.entries.count ?? 0),
-            UInt64(response?.body.count ?? 0), UInt64(response?.trailers.entries.count ?? 0),
-        ])
+            UInt64(response?.body.count ?? 0), UInt64(response?.trailers.entries.count ?? 0)))
     }
 
     func registerCallout() -> UInt32 {

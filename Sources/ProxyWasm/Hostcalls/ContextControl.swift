@@ -14,7 +14,7 @@ extension PluginVM {
         rootDonePending = false
         runAfterCall { [weak self] in
             guard let self else { return }
-            self.call(self.fns.onDelete, "proxy_on_delete", context: self.rootContextID, [UInt64(self.rootContextID)])
+            self.call(self.fns.onDelete, "proxy_on_delete", context: self.rootContextID, GuestArgs(UInt64(self.rootContextID)))
         }
         return .ok
     }
