@@ -454,6 +454,22 @@ extension WasmFilterTests {
         await p.stop()
     }
 
+    /// Unbounded recursion in a filter ends at the engine's stack limit as a trap (WasmKit's
+    /// call-depth limit, Wasmtime's guarded 1 MiB Wasm stack), not in the worker's own stack:
+    /// the proxy answers, and keeps answering.
+    /// Also C's shadow stack in linear memory running past the start of memory.
+    func testStackOverflowIsATrap() async throws {
+        for mode in ["recurse", "recurse-memory"] {
+            let p = try await proxy(filters: [("c", "failure_policy: fail_closed")])
+            let port = p.port()
+            XCTAssertEqual(try get(port, mode).status, 503, mode)
+            XCTAssertEqual(try p.sample("sluice_plugin_traps_total{plugin=\"c\"}"), 1, mode)
+            XCTAssertEqual(try httpGet(p.adminPort, "/ready").status, 200, "the worker survived")
+            XCTAssertEqual(try get(port, "none").status, 503, "the trapped VM stays failed (fail_closed)")
+            await p.stop()
+        }
+    }
+
     func testTrapFailOpen() async throws {
         let p = try await proxy(filters: [("c", "failure_policy: fail_open"), ("swift", "configuration: still-here")])
         let port = p.port()

@@ -22,6 +22,19 @@ static uint32_t response_chunks[MAX_CONTEXTS];
 static const char *mode(uint32_t ctx) { return modes[ctx % MAX_CONTEXTS]; }
 static int is(uint32_t ctx, const char *m) { return strcmp(mode(ctx), m) == 0; }
 
+/* Two ways to run out of stack. "recurse-memory": each frame keeps a buffer on C's shadow
+   stack in linear memory, which runs past the start of memory. "recurse": frames hold only
+   Wasm locals and the call is indirect (no tail-call elimination), so the engine's own call
+   stack runs out. */
+static uint32_t recurse_memory(uint32_t n) {
+    volatile char frame[256];
+    frame[n % sizeof frame] = (char)n;
+    return recurse_memory(n + 1) + frame[(n * 7) % sizeof frame];
+}
+static uint32_t recurse_calls(uint32_t n);
+static uint32_t (*volatile recurse_next)(uint32_t) = recurse_calls;
+static uint32_t recurse_calls(uint32_t n) { return recurse_next(n + 1) + 1; }
+
 static void set_shared_counter(const char *key, int delta) {
     /* Increment with compare-and-swap, retrying on contention from other workers. */
     for (int attempt = 0; attempt < 100; attempt++) {
@@ -145,6 +158,9 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
     }
     if (is(ctx, "trap")) __builtin_trap();
     if (is(ctx, "loop")) { volatile int x = 1; while (x) {} }
+    /* Recursion without end must stop as a trap, never in the worker thread's own stack. */
+    if (is(ctx, "recurse")) { volatile uint32_t depth = recurse_calls(1); (void)depth; }
+    if (is(ctx, "recurse-memory")) { volatile uint32_t depth = recurse_memory(1); (void)depth; }
     if (is(ctx, "oob")) {
         pw_status s = proxy_log(PW_INFO, (const char *)0xFFFFFFF0, 100);
         char buf[16]; snprintf(buf, sizeof buf, "%d", s);
