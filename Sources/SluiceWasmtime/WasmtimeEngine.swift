@@ -231,15 +231,15 @@ final class WasmtimeInstance: WasmInstance {
         sw_wasmtime_store_limiter(store, Int64(module.memoryLimitBytes), 1_000_000, -1, -1, -1)
         // Start functions run under the start-up budget PluginVM sets next; until then none.
         sw_wasmtime_context_set_epoch_deadline(context, UInt64.max / 2)
+        // Every stored property is set by now, so a throw below runs deinit, which deletes
+        // the store: deleting it here as well would free it twice.
         var trap: OpaquePointer?
         if let error = sw_wasmtime_instance_pre_instantiate(module.prelinked, context, &handle, &trap) {
-            sw_wasmtime_store_delete(store)
             throw WasmEngineError("cannot instantiate: \(WasmtimeRuntime.consume(error))")
         }
         if let trap {
-            let message = WasmtimeInstance.message(of: trap)
-            sw_wasmtime_store_delete(store)
-            throw WasmEngineError("cannot instantiate: \(message)")
+            defer { sw_wasm_trap_delete(trap) }
+            throw WasmEngineError("cannot instantiate: \(WasmtimeInstance.message(of: trap))")
         }
         var export = wasmtime_extern_t()
         if "memory".withCString({ sw_wasmtime_instance_export_get(context, &handle, $0, 6, &export) }),

@@ -457,6 +457,19 @@ extension WasmFilterTests {
     /// Unbounded recursion in a filter ends at the engine's stack limit as a trap (WasmKit's
     /// call-depth limit, Wasmtime's guarded 1 MiB Wasm stack), not in the worker's own stack:
     /// the proxy answers, and keeps answering.
+    /// A module whose initial memory is over `max_memory_mb` (Go's runtime starts at 2 MiB)
+    /// is refused at start with the reason, on both engines; on Wasmtime this failed
+    /// instantiation once freed the store twice and crashed the process.
+    func testInitialMemoryOverTheCapIsRefused() async throws {
+        do {
+            let p = try await proxy(filters: [("go", "max_memory_mb: 1")])
+            await p.stop()
+            XCTFail("a module that cannot fit its cap was accepted")
+        } catch {
+            XCTAssertTrue("\(error)".contains("cannot instantiate") && "\(error)".contains("memory"), "\(error)")
+        }
+    }
+
     /// Also C's shadow stack in linear memory running past the start of memory.
     func testStackOverflowIsATrap() async throws {
         for mode in ["recurse", "recurse-memory"] {
