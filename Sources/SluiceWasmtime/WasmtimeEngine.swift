@@ -329,9 +329,7 @@ final class WasmtimeInstance: WasmInstance {
         var message = wasm_byte_vec_t()
         sw_wasm_trap_message(trap, &message)
         defer { sw_wasm_byte_vec_delete(&message) }
-        var text = String(decoding: UnsafeRawBufferPointer(start: message.data, count: message.size), as: UTF8.self)
-        if text.hasSuffix("\0") { text.removeLast() }
-        return text
+        return WasmtimeRuntime.text(message)
     }
 
     /// The outcome of a guest call that did not return normally, as a typed failure.

@@ -12,8 +12,6 @@ import ProxyWasm
 public final class WasmtimeRuntime: @unchecked Sendable {
     // @unchecked: after init only `engine` is used, and wasm_engine_t is thread-safe.
     let engine: OpaquePointer
-    /// Where the library was loaded from (for logs and the code cache key).
-    public let libraryPath: String
     /// Identifies the compiler that produced cached code: the library's size and mtime plus
     /// this file's settings. Wasmtime also refuses code from another version on its own.
     let codeIdentity: String
@@ -55,12 +53,11 @@ public final class WasmtimeRuntime: @unchecked Sendable {
                 found = path
                 break
             }
-            reasons.append(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            reasons.append(error.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
         }
         guard let path = found else {
             throw WasmEngineError("Wasmtime is not available (run scripts/install-wasmtime.sh, or set SLUICE_WASMTIME_LIBRARY): \(reasons.joined(separator: "; "))")
         }
-        libraryPath = path
         let attributes = try? FileManager.default.attributesOfItem(atPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? path)
         let size = (attributes?[.size] as? NSNumber)?.intValue ?? 0
         let mtime = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
@@ -85,6 +82,14 @@ public final class WasmtimeRuntime: @unchecked Sendable {
         ticker.start()
     }
 
+    /// The bytes of a vector as text (names, error and trap messages; a C string's final NUL
+    /// dropped).
+    static func text(_ vec: wasm_byte_vec_t) -> String {
+        var count = vec.size
+        if count > 0, vec.data[count - 1] == 0 { count -= 1 }
+        return String(decoding: UnsafeRawBufferPointer(start: vec.data, count: count), as: UTF8.self)
+    }
+
     /// The text of an error, which it frees.
     static func consume(_ error: OpaquePointer) -> String {
         var message = wasm_byte_vec_t()
@@ -93,12 +98,11 @@ public final class WasmtimeRuntime: @unchecked Sendable {
             sw_wasm_byte_vec_delete(&message)
             sw_wasmtime_error_delete(error)
         }
-        return String(decoding: UnsafeRawBufferPointer(start: message.data, count: message.size), as: UTF8.self)
+        return text(message)
     }
 
     static func name(_ vec: UnsafePointer<wasm_byte_vec_t>?) -> String {
-        guard let v = vec?.pointee else { return "" }
-        return String(decoding: UnsafeRawBufferPointer(start: v.data, count: v.size), as: UTF8.self)
+        vec.map { text($0.pointee) } ?? ""
     }
 
     static func functionType(_ type: OpaquePointer?) -> WasmFunctionType? {
