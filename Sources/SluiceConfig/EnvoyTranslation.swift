@@ -311,7 +311,7 @@ private final class Translator {
     }
 
     func translateListener(_ node: Node, _ path: String, index: Int) -> ListenerConfig? {
-        check(node, path, known: ["name", "address", "filter_chains", "stat_prefix", "metadata"])
+        check(node, path, known: ["name", "address", "filter_chains", "stat_prefix", "metadata", "listener_filters"])
         let name = str(node, "name") ?? "listener_\(index)"
         guard let address = socketAddress(map(node, "address"), path + ".address") else { return nil }
         let chains = list(node, "filter_chains")
@@ -319,13 +319,26 @@ private final class Translator {
             error(node, path, "a listener needs filter_chains")
             return nil
         }
-        if chains.count > 1 {
-            let (l, c) = mark(chains[1])
-            unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: path + ".filter_chains[1]", message: "only the first filter chain is used (no filter_chain_match)", severity: .unsupported))
+        // The TLS inspector is what reads a client's SNI for Envoy: without it server_names
+        // cannot match and connection.requested_server_name stays empty.
+        var inspectsServerName = false
+        for (i, f) in list(node, "listener_filters").enumerated() {
+            let fpath = path + ".listener_filters[\(i)]"
+            check(f, fpath, known: ["name", "typed_config"])
+            let (kind, typed, typedPath) = resolveExtension(f, fpath)
+            if case .tlsInspector = kind {
+                if let typed { check(typed, typedPath, known: []) }
+                inspectsServerName = true
+            } else {
+                let (l, c) = mark(f)
+                unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: fpath, message: "listener filter '\(kind.label)' is not supported", severity: .unsupported))
+            }
         }
-        check(chain, path + ".filter_chains[0]", known: ["filters"])
+        let tls = translateFilterChainTLS(chains, path, inspectsServerName: inspectsServerName)
+        check(chain, path + ".filter_chains[0]", known: ["filters", "filter_chain_match", "transport_socket", "name"])
         var listener = ListenerConfig(name: name, address: address)
         listener.metadata = metadata(node, path)
+        listener.tls = tls
         for (i, f) in list(chain, "filters").enumerated() {
             let fpath = path + ".filter_chains[0].filters[\(i)]"
             check(f, fpath, known: ["name", "typed_config"])
@@ -349,10 +362,171 @@ private final class Translator {
         return listener
     }
 
+    /// Filter chains that differ only in their server_names and certificates become one
+    /// listener with a certificate per server name (what Sluice runs natively); chains that
+    /// differ in their filters, or that mix TLS and cleartext, are not supported.
+    func translateFilterChainTLS(_ chains: [Node], _ path: String, inspectsServerName: Bool) -> ListenerTLSConfig? {
+        let filters = chains.map { map($0, "filters").map(JSONRendering.render) ?? "" }
+        var groups: [TLSServerNameConfig] = []
+        var settings: ListenerTLSConfig?
+        var settingsSource = ""
+        var cleartextChains = 0
+        var defaultChain = false
+        for (i, chain) in chains.enumerated() {
+            let cpath = path + ".filter_chains[\(i)]"
+            if i > 0 {
+                check(chain, cpath, known: ["filters", "filter_chain_match", "transport_socket", "name"])
+                if filters[i] != filters[0] {
+                    let (l, c) = mark(chain)
+                    unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: cpath + ".filters",
+                        message: "filter chains with different filters are not supported (Sluice runs one set of filters per listener; chains may differ in server_names and certificates)", severity: .unsupported))
+                }
+            }
+            var serverNames: [String] = []
+            if let match = map(chain, "filter_chain_match") {
+                check(match, cpath + ".filter_chain_match", known: ["server_names"])
+                serverNames = list(match, "server_names").compactMap { $0.scalar?.string.lowercased() }
+                for n in serverNames where !TLSServerNameConfig.isValidPattern(n) {
+                    error(map(match, "server_names"), cpath + ".filter_chain_match.server_names", "'\(n)' is not a server name (only '*.' wildcards are allowed, as in Envoy)")
+                }
+            }
+            if serverNames.isEmpty { defaultChain = true }
+            guard let socket = map(chain, "transport_socket") else {
+                cleartextChains += 1
+                continue
+            }
+            check(socket, cpath + ".transport_socket", known: ["name", "typed_config"])
+            let (kind, typed, typedPath) = resolveExtension(socket, cpath + ".transport_socket")
+            guard case .downstreamTLS = kind, let typed else {
+                if case .downstreamTLS = kind {} else {
+                    let (l, c) = mark(socket)
+                    unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: cpath + ".transport_socket", message: "transport socket '\(kind.label)' is not supported", severity: .unsupported))
+                }
+                continue
+            }
+            guard let context = translateDownstreamTLS(typed, typedPath, serverNames: serverNames) else { continue }
+            groups += context.serverNames
+            var comparable = context
+            comparable.serverNames = []
+            if let settings, settings != comparable {
+                let (l, c) = mark(typed)
+                unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: typedPath,
+                    message: "TLS settings that differ between filter chains are not supported (they must match \(settingsSource); certificates may differ)", severity: .unsupported))
+            } else if settings == nil {
+                settings = comparable
+                settingsSource = typedPath
+            }
+        }
+        guard var tls = settings else { return nil }
+        if cleartextChains > 0 {
+            unsupported.append(ConfigDiagnostic(file: file, line: mark(chains[0]).0, column: mark(chains[0]).1, keyPath: path + ".filter_chains",
+                message: "a listener mixing TLS and cleartext filter chains is not supported", severity: .unsupported))
+        }
+        tls.serverNames = groups
+        tls.inspectsServerName = inspectsServerName
+        // As Envoy: a client whose SNI no chain names finds no filter chain and is closed.
+        tls.refuseUnknownServerNames = !defaultChain
+        return tls
+    }
+
+    /// A DownstreamTlsContext, as Envoy applies it to a server: TLS 1.2 to 1.3 unless
+    /// tls_params says otherwise, ALPN only if alpn_protocols lists it, client certificates
+    /// verified only against a validation context's trusted_ca.
+    func translateDownstreamTLS(_ node: Node, _ path: String, serverNames: [String]) -> ListenerTLSConfig? {
+        check(node, path, known: ["common_tls_context", "require_client_certificate"])
+        let common = map(node, "common_tls_context")
+        let cpath = path + ".common_tls_context"
+        if let common { check(common, cpath, known: ["tls_certificates", "tls_params", "alpn_protocols", "validation_context"]) }
+        var certificates: [TLSCertificateConfig] = []
+        for (i, cert) in list(common, "tls_certificates").enumerated() {
+            let tpath = cpath + ".tls_certificates[\(i)]"
+            check(cert, tpath, known: ["certificate_chain", "private_key"])
+            guard let chain = dataSourceFile(map(cert, "certificate_chain"), tpath + ".certificate_chain"),
+                  let key = dataSourceFile(map(cert, "private_key"), tpath + ".private_key") else { continue }
+            certificates.append(TLSCertificateConfig(certificateChain: chain, privateKey: key, configPath: tpath))
+        }
+        if certificates.isEmpty {
+            error(common ?? node, cpath + ".tls_certificates", "a DownstreamTlsContext needs tls_certificates")
+            return nil
+        }
+        if certificates.count > 1 {
+            let (l, c) = mark(map(common, "tls_certificates"))
+            unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: cpath + ".tls_certificates[1]",
+                message: "more than one certificate per TLS context is not supported (use one filter chain per server name)", severity: .unsupported))
+        }
+        var tls = ListenerTLSConfig(serverNames: [TLSServerNameConfig(serverNames: serverNames, certificates: certificates)])
+        tls.alpn = list(common, "alpn_protocols").compactMap { $0.scalar?.string }
+        if let params = map(common, "tls_params") {
+            check(params, cpath + ".tls_params", known: ["tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites"])
+            func version(_ key: String, _ fallback: TLSProtocolVersion) -> TLSProtocolVersion {
+                guard let name = enumName(params, key), name != "TLS_AUTO" else { return fallback }
+                guard let v = TLSProtocolVersion.allCases.first(where: { $0.rawValue.uppercased() == name }) else {
+                    error(map(params, key), cpath + ".tls_params." + key, "unknown TLS version '\(name)'")
+                    return fallback
+                }
+                return v
+            }
+            tls.minimumVersion = version("tls_minimum_protocol_version", .tls1_2)
+            tls.maximumVersion = version("tls_maximum_protocol_version", .tls1_3)
+            tls.cipherSuites = list(params, "cipher_suites").compactMap { $0.scalar?.string }
+        }
+        if let validation = map(common, "validation_context") {
+            check(validation, cpath + ".validation_context", known: ["trusted_ca"])
+            if let ca = map(validation, "trusted_ca") {
+                tls.clientCA = dataSourceFile(ca, cpath + ".validation_context.trusted_ca")
+            }
+        }
+        // Envoy ignores require_client_certificate without a trusted CA (nothing to verify
+        // against), and so does Sluice here; natively that combination is an error.
+        tls.requireClientCertificate = tls.clientCA != nil && str(node, "require_client_certificate") == "true"
+        return tls
+    }
+
+    /// A DataSource that names a file (`filename`), resolved as Sluice resolves module paths.
+    func dataSourceFile(_ node: Node?, _ path: String) -> String? {
+        guard let node else {
+            error(nil, path, "missing")
+            return nil
+        }
+        check(node, path, known: ["filename"])
+        guard var name = str(node, "filename") else {
+            if map(node, "inline_string") == nil && map(node, "inline_bytes") == nil { error(node, path, "needs a filename") }
+            return nil
+        }
+        if !name.hasPrefix("/"), let base = baseDirectory {
+            name = URL(fileURLWithPath: base).appendingPathComponent(name).standardizedFileURL.path
+        }
+        if !FileManager.default.isReadableFile(atPath: name) { error(map(node, "filename"), path + ".filename", "file not found or not readable: \(name)") }
+        return name
+    }
+
     func translateHCM(_ hcm: Node, _ path: String, listener: inout ListenerConfig) {
         if str(hcm, "stat_prefix") == nil { error(hcm, path + ".stat_prefix", "the http_connection_manager needs a stat_prefix") }
         check(hcm, path, known: ["stat_prefix", "codec_type", "route_config", "http_filters", "stream_idle_timeout",
-                                 "request_timeout", "request_headers_timeout", "common_http_protocol_options", "http_protocol_options", "upgrade_configs"])
+                                 "request_timeout", "request_headers_timeout", "common_http_protocol_options", "http_protocol_options", "upgrade_configs",
+                                 "http2_protocol_options"])
+        switch enumName(hcm, "codec_type") {
+        case "HTTP1": listener.codec = .http1
+        case "HTTP2": listener.codec = .http2
+        case nil, "AUTO": listener.codec = .auto
+        case let other?: error(map(hcm, "codec_type"), path + ".codec_type", "codec_type '\(other)' is not one Sluice speaks (AUTO, HTTP1, HTTP2)")
+        }
+        if let h2 = map(hcm, "http2_protocol_options") {
+            let hpath = path + ".http2_protocol_options"
+            check(h2, hpath, known: ["max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size"])
+            // Where the bootstrap is silent Sluice keeps its edge defaults (HOST-DIFFERENCES).
+            func value(_ key: String, _ range: ClosedRange<Int>) -> Int? {
+                guard let text = str(h2, key) else { return nil }
+                guard let v = Int(text), range.contains(v) else {
+                    error(map(h2, key), hpath + "." + key, "'\(text)' is out of range \(range.lowerBound)...\(range.upperBound)")
+                    return nil
+                }
+                return v
+            }
+            if let v = value("max_concurrent_streams", 1...2_147_483_647) { listener.http2.maxConcurrentStreams = v }
+            if let v = value("initial_stream_window_size", 65_535...2_147_483_647) { listener.http2.initialStreamWindowSize = v }
+            if let v = value("initial_connection_window_size", 65_535...2_147_483_647) { listener.http2.initialConnectionWindowSize = v }
+        }
         // Upgrades Envoy allows are the ones listed (none by default: 403).
         listener.upgradeTypes = list(hcm, "upgrade_configs").enumerated().compactMap { i, u in
             check(u, path + ".upgrade_configs[\(i)]", known: ["upgrade_type", "enabled"])

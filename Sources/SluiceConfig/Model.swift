@@ -121,6 +121,12 @@ public struct ListenerConfig: Sendable, Equatable {
     /// Requests a client may have waiting behind the one being answered; the connection
     /// closes after answering that many, the rest are not read.
     public var maxPipelinedRequests: Int = 32
+    /// TLS termination; nil: cleartext.
+    public var tls: ListenerTLSConfig?
+    /// Which HTTP versions the listener speaks (Envoy's codec_type).
+    public var codec: HTTPCodec = .auto
+    /// HTTP/2 limits (Envoy's http2_protocol_options).
+    public var http2 = HTTP2Options()
 
     public init(
         name: String, address: HostPort, proto: ListenerProtocol = .http, httpFilters: [String] = [],
@@ -136,6 +142,92 @@ public struct ListenerConfig: Sendable, Equatable {
         self.maxRequestHeadersBytes = maxRequestHeadersBytes
         self.idleTimeout = idleTimeout
     }
+}
+
+/// The HTTP versions a listener accepts. `auto` (the default, as Envoy's AUTO): HTTP/2 when
+/// ALPN chose `h2` or a cleartext connection opens with HTTP/2's preface (h2c by prior
+/// knowledge), HTTP/1.1 otherwise.
+public enum HTTPCodec: String, Sendable, Equatable, CaseIterable {
+    case auto, http1, http2
+}
+
+/// A TLS protocol version, as configs name it.
+public enum TLSProtocolVersion: String, Sendable, Equatable, Comparable, CaseIterable {
+    case tls1_0 = "TLSv1_0", tls1_1 = "TLSv1_1", tls1_2 = "TLSv1_2", tls1_3 = "TLSv1_3"
+    private var order: Int { Self.allCases.firstIndex(of: self)! }
+    public static func < (a: Self, b: Self) -> Bool { a.order < b.order }
+}
+
+/// One certificate a TLS listener can present, with the private key that goes with it.
+public struct TLSCertificateConfig: Sendable, Equatable {
+    /// PEM files: the certificate chain (leaf first) and its key.
+    public var certificateChain: String
+    public var privateKey: String
+    /// Where the certificate was configured (`listeners[0].tls.certificates[1]`), for errors.
+    public var configPath: String
+    public init(certificateChain: String, privateKey: String, configPath: String = "") {
+        self.certificateChain = certificateChain
+        self.privateKey = privateKey
+        self.configPath = configPath
+    }
+}
+
+/// The certificates offered for a set of server names (SNI). A listener has one or more; the
+/// client's SNI picks one (exact name, then the longest `*.` wildcard, then the default).
+public struct TLSServerNameConfig: Sendable, Equatable {
+    /// Exact names or `*.suffix` wildcards, lower case; empty: the default for any name.
+    public var serverNames: [String]
+    /// One or more certificates (say an RSA and an ECDSA one); the first is presented.
+    public var certificates: [TLSCertificateConfig]
+    public init(serverNames: [String], certificates: [TLSCertificateConfig]) {
+        self.serverNames = serverNames
+        self.certificates = certificates
+    }
+
+    /// A DNS name (letters, digits, hyphens, dots), optionally behind one leading `*.`.
+    public static func isValidPattern(_ name: String) -> Bool {
+        let body = name.hasPrefix("*.") ? name.dropFirst(2) : Substring(name)
+        return !body.isEmpty && body.count <= 253 && body.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+            !label.isEmpty && label.count <= 63 && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
+        }
+    }
+}
+
+/// TLS termination on a listener (Envoy's DownstreamTlsContext).
+public struct ListenerTLSConfig: Sendable, Equatable {
+    public var serverNames: [TLSServerNameConfig]
+    public var minimumVersion: TLSProtocolVersion = .tls1_2
+    public var maximumVersion: TLSProtocolVersion = .tls1_3
+    /// ALPN protocols offered, in preference order; empty: none negotiated (HTTP/1.1).
+    public var alpn: [String] = ["h2", "http/1.1"]
+    /// TLS 1.2 cipher suites (OpenSSL names); empty: BoringSSL's defaults.
+    public var cipherSuites: [String] = []
+    /// A PEM bundle of CAs that client certificates are verified against (mTLS).
+    public var clientCA: String?
+    /// Without a certificate the handshake fails; otherwise a presented one is still verified.
+    public var requireClientCertificate = false
+    /// A client whose SNI no group claims is refused (an Envoy listener whose every filter
+    /// chain names servers); natively the first certificate serves it, as nginx's default.
+    public var refuseUnknownServerNames = false
+    /// Whether the client's SNI is read at all: an Envoy listener without the TLS inspector
+    /// neither matches server names nor reports `connection.requested_server_name`.
+    public var inspectsServerName = true
+    public init(serverNames: [TLSServerNameConfig]) { self.serverNames = serverNames }
+
+    /// Every file the TLS configuration reads (watched for reloads).
+    public var files: [String] {
+        serverNames.flatMap { $0.certificates.flatMap { [$0.certificateChain, $0.privateKey] } } + (clientCA.map { [$0] } ?? [])
+    }
+}
+
+/// HTTP/2 limits, defaulting to Envoy's edge best practice (100 streams, 64 KiB stream window,
+/// 1 MiB connection window) rather than its permissive built-in defaults.
+public struct HTTP2Options: Sendable, Equatable {
+    public var maxConcurrentStreams = 100
+    public var initialStreamWindowSize = 65_536
+    public var initialConnectionWindowSize = 1_048_576
+    public var maxFrameSize = 16_384
+    public init() {}
 }
 
 public enum PathMatch: Sendable, Equatable {

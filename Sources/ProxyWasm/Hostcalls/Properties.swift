@@ -116,7 +116,9 @@ extension PluginVM {
         case ("destination", "address"): return .string("\(info.destinationAddress):\(info.destinationPort)")
         case ("destination", "port"): return .int(Int64(info.destinationPort))
         case ("connection", "id"): return .uint(info.connectionID)
-        case ("connection", "mtls"): return .bool(false)
+        case ("connection", "mtls"): return .bool(info.downstreamTLS?.peerCertificatePresented ?? false)
+        case ("connection", "requested_server_name"): return .string(info.downstreamTLS?.requestedServerName ?? "")
+        case ("connection", _) where rest.count == 1: return info.downstreamTLS.flatMap { Self.tlsProperty(rest[0], $0) }
         case ("connection_id", _): return rest.isEmpty ? .uint(info.connectionID) : nil
         case ("upstream", "address"): return info.upstreamAddress.isEmpty ? nil : .string("\(info.upstreamAddress):\(info.upstreamPort)")
         case ("upstream", "port"): return info.upstreamAddress.isEmpty ? nil : .int(Int64(info.upstreamPort))
@@ -139,4 +141,21 @@ extension PluginVM {
     }
 
     static let hostVersion = "sluice"
+
+    /// A TLS connection's properties, encoded as Envoy's attributes are: the peer's subject is
+    /// empty without a peer certificate, its digest and the SANs are not found.
+    static func tlsProperty(_ name: String, _ tls: TLSDetails) -> PropertyValue? {
+        func first(_ values: [String]) -> PropertyValue? { values.first.map { .string($0) } }
+        switch name {
+        case "tls_version": return .string(tls.version)
+        case "subject_peer_certificate": return .string(tls.peerSubject)
+        case "subject_local_certificate": return .string(tls.localSubject)
+        case "uri_san_peer_certificate": return first(tls.peerURISANs)
+        case "uri_san_local_certificate": return first(tls.localURISANs)
+        case "dns_san_peer_certificate": return first(tls.peerDNSSANs)
+        case "dns_san_local_certificate": return first(tls.localDNSSANs)
+        case "sha256_peer_certificate_digest": return tls.peerSHA256Digest.isEmpty ? nil : .string(tls.peerSHA256Digest)
+        default: return nil
+        }
+    }
 }

@@ -10,9 +10,12 @@ final class ListenerRuntime: Sendable {
     let tcpCluster: ClusterRuntime?
     /// `xds.listener_metadata`.
     let metadata: Metadata
+    /// Certificates and TLS settings, built with the generation; nil: cleartext.
+    let tls: ServerTLS?
 
-    init(config: ListenerConfig, stats: StatsRegistry, clusters: [String: ClusterRuntime]) {
+    init(config: ListenerConfig, stats: StatsRegistry, clusters: [String: ClusterRuntime], tls: ServerTLS? = nil) {
         self.config = config
+        self.tls = tls
         self.stats = stats.listeners[config.name]!
         self.routes = RouteTable(routes: config.routes.map { route in
             var cluster: ClusterRuntime?
@@ -71,7 +74,8 @@ final class ProxyRuntime: Sendable {
 
     /// - Parameter previous: the runtime this one replaces on reload; its counters carry over
     ///   for every listener, route and cluster that keeps its name.
-    init(config: SluiceConfiguration, eventLoops: [EventLoop], previous: ProxyRuntime? = nil) {
+    /// - Parameter tls: each TLS listener's contexts (built by `ServerTLS.build`, which can fail).
+    init(config: SluiceConfiguration, eventLoops: [EventLoop], previous: ProxyRuntime? = nil, tls: [String: ServerTLS] = [:]) {
         self.config = config
         let stats = StatsRegistry(
             listeners: config.listeners.map(\.name),
@@ -84,7 +88,7 @@ final class ProxyRuntime: Sendable {
         for c in config.clusters { clusters[c.name] = ClusterRuntime(config: c, stats: stats.clusters[c.name]!) }
         self.clusters = clusters
         var listeners: [String: ListenerRuntime] = [:]
-        for l in config.listeners { listeners[l.name] = ListenerRuntime(config: l, stats: stats, clusters: clusters) }
+        for l in config.listeners { listeners[l.name] = ListenerRuntime(config: l, stats: stats, clusters: clusters, tls: tls[l.name]) }
         self.listeners = listeners
         let sink = AccessLogSink(config: config.accessLog)
         var workers: [ObjectIdentifier: Worker] = [:]

@@ -122,7 +122,7 @@ public final class SluiceServer: @unchecked Sendable {
     /// Builds a complete generation: runtime (stats carried over), plugins compiled (cached by
     /// hash) and canaried, one started VM per plugin per worker. Nothing is swapped in yet.
     private func buildGeneration(_ config: SluiceConfiguration, previous: Generation?) async throws -> Generation {
-        let runtime = ProxyRuntime(config: config, eventLoops: loops, previous: previous?.runtime)
+        let runtime = ProxyRuntime(config: config, eventLoops: loops, previous: previous?.runtime, tls: try ServerTLS.build(config))
         let plugins = try PluginManager(config: config, logger: logger, cache: moduleCache, shared: sharedPluginState, previousStats: previous?.plugins.stats ?? [:], defaultRuntime: defaultWasmRuntime)
         let logger = self.logger
         var failures: [String] = []
@@ -269,6 +269,7 @@ public final class SluiceServer: @unchecked Sendable {
         let watcher = ConfigWatcher(files: { [weak self] in
             guard let self, let path = self.configPath else { return [] }
             return [path] + self.config.plugins.flatMap { [$0.module] + ($0.rolloutModule.map { [$0] } ?? []) }
+                + self.config.listeners.flatMap { $0.tls?.files ?? [] }
         }, onChange: { [weak self] in
             guard let self else { return }
             Task { await self.reload() }
@@ -338,7 +339,6 @@ public final class SluiceServer: @unchecked Sendable {
         let connections = self.connections
         let proto = listener.proto
         let name = listener.name
-        let maxHeaders = listener.maxRequestHeadersBytes
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -356,26 +356,7 @@ public final class SluiceServer: @unchecked Sendable {
                     case .tcp:
                         try sync.addHandler(TCPProxyHandler(listener: runtime, worker: slot.worker))
                     case .http:
-                        var limits = NIOHTTPDecoderLimitConfiguration()
-                        limits.maxHeaderListSize = maxHeaders
-                        limits.maxHeaderFieldSize = maxHeaders
-                        // An (empty) upgrade configuration makes the request decoder keep bytes
-                        // that follow an upgrade request, which the tunnel then forwards.
-                        let upgrade: NIOHTTPServerUpgradeConfiguration = (upgraders: [], completionHandler: { _ in })
-                        try sync.configureHTTPServerPipeline(
-                            withPipeliningAssistance: true, withServerUpgrade: upgrade, withErrorHandling: false,
-                            withOutboundHeaderValidation: true, withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
-                        let pipelineCounters = PipelineCounters()
-                        try sync.addHandler(PipelineLimit(limit: runtime.config.maxPipelinedRequests, stats: runtime.stats, counters: pipelineCounters),
-                                            position: .before(try sync.handler(type: HTTPServerPipelineHandler.self)))
-                        var headTimeout: RequestHeadTimeout?
-                        if runtime.config.requestHeadersTimeout > .zero {
-                            headTimeout = RequestHeadTimeout(timeout: runtime.config.requestHeadersTimeout.timeAmount, stats: runtime.stats,
-                                                             accessLog: slot.worker.accessLog, listener: name)
-                            try sync.addHandler(headTimeout!, position: .first)
-                        }
-                        try sync.addHandler(DownstreamErrorHandler(stats: runtime.stats, accessLog: slot.worker.accessLog, listener: name))
-                        try sync.addHandler(HTTP1Connection(listener: runtime, slot: slot, headTimeout: headTimeout, pipeline: pipelineCounters))
+                        try HTTPConnectionSetup(listener: runtime, slot: slot).configure(channel)
                     }
                 }
             }

@@ -149,7 +149,9 @@ final class HTTPStream {
         info.sourcePort = connection.remote?.port ?? 0
         info.destinationAddress = connection.localAddress
         info.destinationPort = connection.local?.port ?? 0
-        info.protocolName = request.version == .http1_1 ? "HTTP/1.1" : request.version == .http1_0 ? "HTTP/1.0" : "HTTP/\(request.version.major).\(request.version.minor)"
+        // As Envoy names them: HTTP/1.0, HTTP/1.1, HTTP/2.
+        info.protocolName = request.version.major >= 2 ? "HTTP/\(request.version.major)" : "HTTP/\(request.version.major).\(request.version.minor)"
+        info.downstreamTLS = connection.tls
         info.listenerName = listener.config.name
         info.routeName = route?.config.name ?? ""
         info.virtualHostName = route?.config.virtualHost?.name ?? ""
@@ -165,14 +167,14 @@ final class HTTPStream {
         map.add(":authority", request.headers.first(name: "host") ?? "")
         map.add(":path", request.uri)
         map.add(":method", request.method.rawValue)
-        map.add(":scheme", "http")
+        map.add(":scheme", connection.scheme)
         for (name, value) in headers {
             let lowered = name.asciiLowercased
             if lowered != "host" { map.entries.append((lowered, value)) }
         }
         // Like Envoy's connection manager, the request id and x-forwarded-proto exist before
         // the filters run, so filters see (and may use) them.
-        if map.first("x-forwarded-proto") == nil { map.add("x-forwarded-proto", "http") }
+        if map.first("x-forwarded-proto") == nil { map.add("x-forwarded-proto", connection.scheme) }
         if map.first("x-request-id") == nil { map.add("x-request-id", requestID) }
         data.requestHeaders = map
         return data

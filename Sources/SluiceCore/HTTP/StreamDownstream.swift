@@ -1,5 +1,7 @@
 import NIOCore
 import NIOHTTP1
+import ProxyWasm
+import Synchronization
 
 /// What an `HTTPStream` needs from the connection it lives on. The stream does not know the
 /// protocol: HTTP/1.1's connection handler implements this today (framing, keep-alive and
@@ -41,6 +43,10 @@ protocol StreamDownstream: AnyObject {
 
 /// Facts about the downstream connection a stream runs on.
 struct DownstreamConnectionInfo {
+    private static let ids = Atomic<UInt64>(0)
+    /// Connection ids, unique in the process (filters' `connection.id`).
+    static func nextID() -> UInt64 { ids.add(1, ordering: .relaxed).newValue }
+
     let id: UInt64
     let remote: SocketAddress?
     let local: SocketAddress?
@@ -49,12 +55,19 @@ struct DownstreamConnectionInfo {
     /// The local address as text, for filters' `destination.address` (formatted once per
     /// connection, not per stream).
     let localAddress: String
+    /// The connection's TLS (nil: cleartext), read once when the handshake finished.
+    let tls: TLSDetails?
+    let isHTTP2: Bool
+    /// `https` over TLS: the scheme filters and the upstream's X-Forwarded-Proto see.
+    var scheme: String { tls == nil ? "http" : "https" }
 
-    init(id: UInt64, remote: SocketAddress?, local: SocketAddress?, clientAddress: String) {
+    init(id: UInt64, remote: SocketAddress?, local: SocketAddress?, clientAddress: String, tls: TLSDetails? = nil, isHTTP2: Bool = false) {
         self.id = id
         self.remote = remote
         self.local = local
         self.clientAddress = clientAddress
         self.localAddress = local?.ipAddress ?? ""
+        self.tls = tls
+        self.isHTTP2 = isHTTP2
     }
 }

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import ProxyWasm
 import SluiceConfig
 import Synchronization
 
@@ -65,9 +66,10 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler, Stre
     /// The current stream's request version and method (they decide response framing).
     private var requestVersion = HTTPVersion.http1_1
     private var requestMethod = HTTPMethod.GET
-    private static let connectionIDs = Atomic<UInt64>(0)
+    private let tls: TLSDetails?
 
-    init(listener: ListenerRuntime, slot: LoopSlot, headTimeout: RequestHeadTimeout? = nil, pipeline: PipelineCounters = PipelineCounters()) {
+    init(listener: ListenerRuntime, slot: LoopSlot, tls: TLSDetails? = nil, headTimeout: RequestHeadTimeout? = nil, pipeline: PipelineCounters = PipelineCounters()) {
+        self.tls = tls
         self.headTimeout = headTimeout
         self.pipeline = pipeline
         self.listener = listener
@@ -86,19 +88,28 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler, Stre
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         let remote = context.channel.remoteAddress
-        info = DownstreamConnectionInfo(id: Self.connectionIDs.add(1, ordering: .relaxed).newValue, remote: remote,
-                                        local: context.channel.localAddress, clientAddress: remote?.ipAddress ?? "-")
+        info = DownstreamConnectionInfo(id: DownstreamConnectionInfo.nextID(), remote: remote,
+                                        local: context.channel.localAddress, clientAddress: remote?.ipAddress ?? "-", tls: tls)
+        // Added after a TLS handshake or protocol sniffing, the channel is already active.
+        if context.channel.isActive { becameActive() }
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        listener.stats.connectionsTotal.increment()
-        listener.stats.connectionsActive.increment()
-        becomeIdle()
+        becameActive()
         context.fireChannelActive()
     }
 
+    private var counted = false
+    private func becameActive() {
+        guard !counted else { return }
+        counted = true
+        listener.stats.connectionsTotal.increment()
+        listener.stats.connectionsActive.increment()
+        becomeIdle()
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
-        listener.stats.connectionsActive.decrement()
+        if counted { listener.stats.connectionsActive.decrement() }
         connectionTimer?.cancel()
         connectionTimer = nil
         if let stream { stream.downstreamClosed() }

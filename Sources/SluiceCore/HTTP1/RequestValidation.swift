@@ -128,7 +128,8 @@ enum RequestValidation {
 
         if fields.hostCount > 1 { return .failure(.duplicateHost) }
         // RFC 9112 §3.2: an HTTP/1.1 request without Host is refused, even in absolute form.
-        if fields.hostCount == 0 && head.version.minor >= 1 { return .failure(.missingHost) }
+        let hostRequired = head.version.major >= 2 || head.version.minor >= 1
+        if fields.hostCount == 0 && hostRequired { return .failure(.missingHost) }
         var authority = fields.host.map { $0.trimmingOWS() } ?? ""
         if !authority.isEmpty {
             guard isValidAuthority(authority) else { return .failure(.invalidTarget) }
@@ -152,7 +153,7 @@ enum RequestValidation {
         } else {
             return .failure(.invalidTarget)
         }
-        if authority.isEmpty && head.version.minor >= 1 { return .failure(.invalidTarget) }
+        if authority.isEmpty && hostRequired { return .failure(.invalidTarget) }
         return .success(ValidatedRequest(head: head, framing: framing, authority: authority))
     }
 
@@ -207,7 +208,7 @@ enum RequestValidation {
         let cl = fields.contentLength
         if !te.isEmpty {
             if !cl.isEmpty { return .failure(.contentLengthWithTransferEncoding) }
-            if version.minor == 0 { return .failure(.transferEncodingInHTTP10) }
+            if version == .http1_0 { return .failure(.transferEncodingInHTTP10) }
             let codings = transferCodings(te)
             if codings == ["chunked"] { return .success(.chunked) }
             // A list that ends in chunked carries a coding Sluice does not decode: 501, as

@@ -43,7 +43,20 @@ public final class ListenerStats: Sendable {
     public let protocolErrors = Counter()
     /// The same refusals (and timeouts that cut a request), by reason.
     let refusals = DownstreamRefusal.allCases.map { _ in Counter() }
+    public let tlsHandshakes = Counter()
+    /// TLS connections that never carried a request, by why.
+    let tlsFailures = TLSFailure.allCases.map { _ in Counter() }
+    public let http2Connections = Counter()
+    public let http2Streams = Counter()
+    /// HTTP/2 streams reset, by either side.
+    public let http2Resets = Counter()
+    /// GOAWAY frames Sluice sent to end a connection gracefully (drain, idle, age).
+    public let http2GoAways = Counter()
+    /// Connections NIOHTTP2 ended for breaking the protocol or its flood limits.
+    public let http2ProtocolErrors = Counter()
     init(name: String) { self.name = name }
+
+    func record(_ failure: TLSFailure) { tlsFailures[failure.rawValue].increment() }
 
     func record(_ refusal: DownstreamRefusal) {
         protocolErrors.increment()
@@ -164,6 +177,14 @@ extension StatsRegistry {
         w.family("sluice_listener_protocol_errors_total", "counter", "Requests refused as malformed, oversized or ambiguous.", byListener { $0.protocolErrors.load })
         w.family("sluice_listener_refused_total", "counter", "Requests refused or cut by Sluice, by reason.",
                  ls.flatMap { l in DownstreamRefusal.allCases.map { ([("listener", l.name), ("reason", $0.label)], l.refusals[$0.rawValue].load) } })
+        w.family("sluice_listener_tls_handshakes_total", "counter", "TLS handshakes completed.", byListener { $0.tlsHandshakes.load })
+        w.family("sluice_listener_tls_failures_total", "counter", "TLS connections that failed before a request, by reason.",
+                 ls.flatMap { l in TLSFailure.allCases.map { ([("listener", l.name), ("reason", $0.label)], l.tlsFailures[$0.rawValue].load) } })
+        w.family("sluice_listener_http2_connections_total", "counter", "Downstream connections that spoke HTTP/2.", byListener { $0.http2Connections.load })
+        w.family("sluice_listener_http2_streams_total", "counter", "HTTP/2 streams opened by clients.", byListener { $0.http2Streams.load })
+        w.family("sluice_listener_http2_resets_total", "counter", "HTTP/2 streams reset by either side.", byListener { $0.http2Resets.load })
+        w.family("sluice_listener_http2_goaways_total", "counter", "Graceful GOAWAY frames sent (drain, idle, max connection duration).", byListener { $0.http2GoAways.load })
+        w.family("sluice_listener_http2_protocol_errors_total", "counter", "HTTP/2 connections ended for protocol violations or floods.", byListener { $0.http2ProtocolErrors.load })
         w.family("sluice_listener_bytes_received_total", "counter", "Bytes received from downstream.", byListener { $0.bytesReceived.load })
         w.family("sluice_listener_bytes_sent_total", "counter", "Bytes sent to downstream.", byListener { $0.bytesSent.load })
 

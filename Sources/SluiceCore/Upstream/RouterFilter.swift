@@ -108,7 +108,7 @@ final class RouterFilter {
         let client = stream.connection.clientAddress
         let xff = headers["x-forwarded-for"].joined(separator: ", ")
         headers.replaceOrAdd(name: "x-forwarded-for", value: xff.isEmpty ? client : "\(xff), \(client)")
-        if !headers.contains(name: "x-forwarded-proto") { headers.add(name: "x-forwarded-proto", value: "http") }
+        if !headers.contains(name: "x-forwarded-proto") { headers.add(name: "x-forwarded-proto", value: stream.connection.scheme) }
         if headers.first(name: "x-request-id")?.isEmpty ?? true { headers.replaceOrAdd(name: "x-request-id", value: stream.requestID) }
         // Framing decided here, never inherited: exactly one validated Content-Length, or
         // chunked, whatever the method (the encoder adds nothing of its own).

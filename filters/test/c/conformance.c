@@ -251,6 +251,33 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
             pw_add_header(PW_REQUEST_HEADERS, name, out);
         }
     }
+    if (is(ctx, "tls-props")) {
+        /* The connection's TLS properties and the request's protocol, answered directly:
+           header x-p-N = status:hex for the N-th path below (hex: a bool is one byte). */
+        static const char *paths[] = {
+            "connection\0mtls", "connection\0tls_version", "connection\0requested_server_name",
+            "connection\0subject_peer_certificate", "connection\0subject_local_certificate",
+            "connection\0uri_san_peer_certificate", "connection\0uri_san_local_certificate",
+            "connection\0dns_san_peer_certificate", "connection\0dns_san_local_certificate",
+            "connection\0sha256_peer_certificate_digest", "request\0protocol", "request\0scheme",
+        };
+        static const size_t lens[] = {15, 22, 32, 35, 36, 35, 36, 35, 36, 41, 16, 14};
+        static char values[12][300];
+        static char names[12][8];
+        const char *keys[12], *vals[12];
+        for (int k = 0; k < 12; k++) {
+            char *value = NULL; size_t n = 0;
+            pw_status st = proxy_get_property(paths[k], lens[k], &value, &n);
+            int o = snprintf(values[k], sizeof values[k], "%d:", st);
+            for (size_t b = 0; b < n && o < (int)sizeof values[k] - 3; b++) o += snprintf(values[k] + o, sizeof values[k] - o, "%02x", (unsigned char)value[b]);
+            free(value);
+            snprintf(names[k], sizeof names[k], "x-p-%d", k);
+            keys[k] = names[k];
+            vals[k] = values[k];
+        }
+        pw_send_response(200, "tls-props\n", keys, vals, 12);
+        return PW_PAUSE;
+    }
     if (is(ctx, "tagged-metric")) {
         /* A metric whose name carries a tag for stats_tags to extract (the only way the ABI
            can give a metric labels in Envoy). */

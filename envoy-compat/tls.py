@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""TLS and HTTP/2 side by side: one Envoy bootstrap (two listeners terminating TLS, server
+names chosen by SNI through the TLS inspector, ALPN h2 and http/1.1, client certificates
+optional on one listener and required on the other, a cleartext listener for h2c) run by the
+real Envoy and by `sluice run --envoy-config`, with the C conformance filter answering each
+request with the connection's TLS properties (`x-test: tls-props`). Every request goes to
+both with curl (SNI, ALPN, TLS version and client certificate chosen per case); the status,
+the negotiated HTTP version, the certificate the client was shown and the property headers
+must be identical, and a handshake one refuses the other must refuse too.
+
+Certificates are made fresh by Tests/support/make_certs.py (trustme). Prints one line per
+case and "N passed, M failed"; exits 1 on any difference.
+"""
+import os, shutil, subprocess, sys, tempfile, threading
+from http.server import ThreadingHTTPServer
+
+from proxies import Origin, envoy_binary, free_port, wait_ready
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+FILTER = os.path.join(ROOT, "filters", "build", "c-conformance.wasm")
+
+BOOTSTRAP = """
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+static_resources:
+  listeners:
+{listeners}
+  clusters:
+  - name: origin
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: origin
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {origin} }} }} }} }}] }}]
+"""
+
+HCM = """
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {name}
+          codec_type: AUTO
+          route_config:
+            virtual_hosts: [{{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: / }}, route: {{ cluster: origin }} }}] }}]
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: conformance
+                root_id: conformance
+                vm_config: {{ runtime: envoy.wasm.runtime.v8, code: {{ local: {{ filename: {filter} }} }} }}
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}"""
+
+
+def tls_socket(cert, certs, require=False):
+    return """
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: {require}
+          common_tls_context:
+            alpn_protocols: [h2, http/1.1]
+            tls_certificates: [{{ certificate_chain: {{ filename: {d}/{c}.pem }}, private_key: {{ filename: {d}/{c}.key }} }}]
+            validation_context: {{ trusted_ca: {{ filename: {d}/ca.pem }} }}""".format(require="true" if require else "false", d=certs, c=cert)
+
+
+def bootstrap(ports, certs, origin):
+    edge = """  - name: edge
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }}
+    filter_chains:
+    - filter_chain_match: {{ server_names: [alpha.test, "*.alpha.test"] }}
+      filters:{hcm}{alpha}
+    - filter_chain_match: {{ server_names: [beta.test] }}
+      filters:{hcm}{beta}
+""".format(port=ports["edge"], hcm=HCM.format(name="edge", filter=FILTER), alpha=tls_socket("alpha", certs), beta=tls_socket("beta", certs))
+    mtls = """  - name: mtls
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:{hcm}{tls}
+""".format(port=ports["mtls"], hcm=HCM.format(name="mtls", filter=FILTER), tls=tls_socket("alpha", certs, require=True))
+    plain = """  - name: plain
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:{hcm}
+""".format(port=ports["plain"], hcm=HCM.format(name="plain", filter=FILTER))
+    return BOOTSTRAP.format(admin=ports["admin"], listeners=edge + mtls + plain, origin=origin)
+
+
+# (name, listener, SNI or None, curl options)
+CASES = [
+    ("alpha over h2", "edge", "alpha.test", ["--http2"]),
+    ("alpha over http/1.1", "edge", "alpha.test", ["--http1.1"]),
+    ("wildcard name, TLS 1.2", "edge", "www.alpha.test", ["--http2", "--tls-max", "1.2"]),
+    ("beta with a client certificate", "edge", "beta.test", ["--http2", "--cert", "{certs}/client.pem", "--key", "{certs}/client.key"]),
+    ("beta with an untrusted client certificate", "edge", "beta.test", ["--http2", "--cert", "{certs}/rogue.pem", "--key", "{certs}/rogue.key"]),
+    ("no ALPN", "edge", "alpha.test", ["--no-alpn"]),
+    ("unknown server name", "edge", "gamma.test", ["--http2"]),
+    ("no server name", "edge", None, ["--http2"]),
+    ("mTLS required, certificate given", "mtls", "alpha.test", ["--http2", "--cert", "{certs}/client.pem", "--key", "{certs}/client.key"]),
+    ("mTLS required, none given", "mtls", "alpha.test", ["--http2"]),
+    ("mTLS required, untrusted", "mtls", "alpha.test", ["--http1.1", "--cert", "{certs}/rogue.pem", "--key", "{certs}/rogue.key"]),
+    ("h2c by prior knowledge", "plain", None, ["--http2-prior-knowledge"]),
+    ("cleartext http/1.1", "plain", None, ["--http1.1"]),
+]
+
+
+def ask(case, ports, certs):
+    """What the client got: an error (curl's exit code stands for the kind of failure) or
+    the status, HTTP version, certificate subject shown, and the property headers."""
+    name, listener, sni, options = case
+    port = ports[listener]
+    scheme = "http" if listener == "plain" else "https"
+    host = sni or "127.0.0.1"
+    argv = ["curl", "-sS", "-o", "/dev/null", "-D", "-", "--max-time", "5", "-H", "x-test: tls-props",
+            "-w", "%{http_version}|%{ssl_verify_result}", "--cacert", os.path.join(certs, "ca.pem")]
+    if sni:
+        argv += ["--resolve", "%s:%d:127.0.0.1" % (sni, port)]
+    else:
+        argv += ["-k"]  # no name to verify the certificate against
+    argv += [o.format(certs=certs) for o in options] + ["%s://%s:%d/" % (scheme, host, port)]
+    r = subprocess.run(argv, capture_output=True, text=True)
+    if r.returncode != 0:
+        # A refused handshake shows as 35 (during it) or, with TLS 1.3, where the server's
+        # verdict on a client certificate arrives after the client has finished: 55 or 56
+        # (sending or reading the request) or 16 (inside HTTP/2). Which one is timing.
+        return "refused by TLS" if r.returncode in (16, 35, 55, 56) else "failed (curl %d)" % r.returncode
+    lines = r.stdout.replace("\r", "").split("\n")
+    status = lines[0].split(" ")[1] if lines and " " in lines[0] else "?"
+    props = sorted(l.lower() for l in lines if l.lower().startswith("x-p-"))
+    version = lines[-1].split("|")[0]
+    return "%s HTTP/%s\n  %s" % (status, version, "\n  ".join(props))
+
+
+def shown_certificate(ports, sni):
+    """The subject of the certificate a proxy presents for an SNI (openssl s_client)."""
+    r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % ports["edge"]] + (["-servername", sni] if sni else ["-noservername"]),
+                       input="", capture_output=True, text=True, timeout=10)
+    for line in r.stdout.splitlines():
+        if line.startswith("subject="):
+            return line
+    return "no certificate"
+
+
+def run(argv, config, ports, certs, label):
+    log_path = os.path.join(HERE, "out", "tls-%s.log" % label)
+    with open(config, "w") as f:
+        f.write(bootstrap(ports, certs, ports["origin"]))
+    log = open(log_path, "w")
+    proc = subprocess.Popen(argv + [config] if "envoy" in os.path.basename(argv[0]) else argv + [config], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        if not wait_ready(ports["admin"], proc):
+            return None, "%s did not start (see %s)" % (label, log_path)
+        answers = [ask(c, ports, certs) for c in CASES]
+        answers += [shown_certificate(ports, sni) for sni in ("alpha.test", "www.alpha.test", "beta.test")]
+        return answers, None
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def main():
+    if not os.path.exists(FILTER):
+        sys.exit("%s missing: run filters/build.sh" % FILTER)
+    os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
+    work = tempfile.mkdtemp(prefix="sluice-tls-")
+    certs = os.path.join(work, "certs")
+    subprocess.run([sys.executable, os.path.join(ROOT, "Tests", "support", "make_certs.py"), certs], check=True)
+    origin = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    sluice = os.path.join(ROOT, ".build", "debug", "sluice")
+    try:
+        results = {}
+        for label, argv in (("envoy", [envoy_binary(), "--concurrency", "1", "--log-level", "warning", "-c"]),
+                            ("sluice", [sluice, "run", "--workers", "1", "--envoy-config"])):
+            ports = {k: free_port() for k in ("edge", "mtls", "plain", "admin")}
+            ports["origin"] = origin.server_address[1]
+            answers, problem = run(argv, os.path.join(work, "%s.yaml" % label), ports, certs, label)
+            if problem:
+                print("FAIL %s" % problem)
+                print("0 passed, 1 failed")
+                return 1
+            results[label] = answers
+        names = [c[0] for c in CASES] + ["certificate for alpha.test", "certificate for www.alpha.test", "certificate for beta.test"]
+        passed = failed = 0
+        for i, name in enumerate(names):
+            e, s = results["envoy"][i], results["sluice"][i]
+            if e == s:
+                passed += 1
+                print("PASS %s: %s" % (name, e if os.environ.get("VERBOSE") else e.split("\n")[0]))
+            else:
+                failed += 1
+                print("FAIL %s\n  envoy:  %s\n  sluice: %s" % (name, e, s))
+        print("%d passed, %d failed" % (passed, failed))
+        return 1 if failed else 0
+    finally:
+        origin.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
