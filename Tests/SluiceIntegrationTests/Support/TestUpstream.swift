@@ -108,6 +108,12 @@ private final class UpstreamBehaviour: ChannelDuplexHandler {
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
             for i in 0..<n { context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "chunk-\(i)\n")))), promise: nil) }
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        case ("trailers", _):
+            // A chunked response with trailers, as gRPC-style origins send them over HTTP/1.1.
+            let headers = HTTPHeaders([("x-upstream", upstream.name), ("transfer-encoding", "chunked"), ("trailer", "x-checksum")])
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "with trailers\n")))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(HTTPHeaders([("x-checksum", "c0ffee")]))), promise: nil)
         case ("upload", _):
             send(context, .ok, "received \(bodyBytes)\n")
         case ("status", let n?):
