@@ -50,5 +50,18 @@ python3 envoy-compat/bootstraps.py 2>&1 | tee "$log" || boot_status=$?
 boot_passed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$log" | tail -1)
 boot_failed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$log" | tail -1)
 if [ -z "$boot_passed" ]; then boot_passed=0; boot_failed=1; fi
-echo "$((passed + compat_passed + wire_passed + boot_passed)) passed, $((failed + compat_failed + wire_failed + boot_failed)) failed"
-[ "$status" -eq 0 ] && [ "$compat_status" -eq 0 ] && [ "$wire_status" -eq 0 ] && [ "$boot_status" -eq 0 ]
+# TLS and HTTP/2 side by side with Envoy (SNI, ALPN, mTLS, the TLS properties, h2c).
+tls_status=0
+python3 envoy-compat/tls.py 2>&1 | tee "$log" || tls_status=$?
+tls_passed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$log" | tail -1)
+tls_failed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$log" | tail -1)
+if [ -z "$tls_passed" ]; then tls_passed=0; tls_failed=1; fi
+# HTTP/2 attacks with raw frames: the process survives, memory stays bounded, honest clients
+# on other connections are served.
+attack_status=0
+python3 Tests/h2-attacks/attacks.py 2>&1 | tee "$log" || attack_status=$?
+attack_passed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$log" | tail -1)
+attack_failed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$log" | tail -1)
+if [ -z "$attack_passed" ]; then attack_passed=0; attack_failed=1; fi
+echo "$((passed + compat_passed + wire_passed + boot_passed + tls_passed + attack_passed)) passed, $((failed + compat_failed + wire_failed + boot_failed + tls_failed + attack_failed)) failed"
+[ "$status" -eq 0 ] && [ "$compat_status" -eq 0 ] && [ "$wire_status" -eq 0 ] && [ "$boot_status" -eq 0 ] && [ "$tls_status" -eq 0 ] && [ "$attack_status" -eq 0 ]

@@ -60,7 +60,7 @@ final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandler {
     /// The handler for a stream the client opened, on the configuration generation current
     /// now (a reload since the connection opened applies to its new streams); nil once the
     /// connection is going away or its listener was removed.
-    func makeStream() -> HTTP2StreamHandler? {
+    func makeStream(id: HTTP2StreamID) -> HTTP2StreamHandler? {
         guard case .open = state else { return nil }
         if let current = slot.listeners[listener.config.name] {
             listener = current
@@ -68,26 +68,36 @@ final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandler {
             goAway()
             return nil
         }
+        openStreams += 1
+        lastStreamID = max(lastStreamID, id)
+        state = .open(idleSince: nil)
         listener.stats.http2Streams.increment()
-        return HTTP2StreamHandler(listener: listener, worker: slot.worker, connection: info)
+        return HTTP2StreamHandler(listener: listener, worker: slot.worker, connection: info, owner: self)
+    }
+
+    /// A stream's channel closed (completed or reset).
+    func streamClosed() {
+        openStreams -= 1
+        guard openStreams == 0 else { return }
+        switch state {
+        case .open: state = .open(idleSince: .now())
+        case .goingAway: closeAfterLastFrames()
+        case .closed: break
+        }
+    }
+
+    /// The last stream's final frames may still be unflushed when its channel closes: a last
+    /// GOAWAY goes after them, and the connection closes once that is written.
+    private func closeAfterLastFrames() {
+        let frame = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil))
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
-        case let created as NIOHTTP2StreamCreatedEvent:
-            openStreams += 1
-            lastStreamID = max(lastStreamID, created.streamID)
-            if case .open = state { state = .open(idleSince: nil) }
         case let closed as StreamClosedEvent:
-            openStreams -= 1
             if let reason = closed.reason, reason != .noError { listener.stats.http2Resets.increment() }
-            if openStreams == 0 {
-                switch state {
-                case .open: state = .open(idleSince: .now())
-                case .goingAway: context.close(promise: nil)
-                case .closed: break
-                }
-            }
         case is ChannelShouldQuiesceEvent:
             goAway()
             return
@@ -98,10 +108,13 @@ final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        // NIOHTTP2 raises connection errors (floods, protocol violations, a peer that broke
-        // the rules) after it has sent its GOAWAY; a TLS or socket error ends the connection
-        // too. Either way it is over.
-        if error is NIOHTTP2Error { listener.stats.http2ProtocolErrors.increment() }
+        // NIOHTTP2 reports a stream error after its RST_STREAM (the connection carries on) and
+        // a connection error after its GOAWAY (HTTP2ConnectionErrorWatcher closes the
+        // connection once that is out). Any other error (TLS, the socket) ends it here.
+        if error is NIOHTTP2Error {
+            listener.stats.http2ProtocolErrors.increment()
+            return
+        }
         if case .closed = state {} else { state = .goingAway }
         context.close(promise: nil)
     }
@@ -112,8 +125,12 @@ final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandler {
         state = .goingAway
         listener.stats.http2GoAways.increment()
         let frame = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil))
-        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
-        if openStreams == 0 { context.close(promise: nil) }
+        if openStreams == 0 {
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+        }
     }
 
     // MARK: deadlines
@@ -142,5 +159,64 @@ final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         scheduleCheck()
+    }
+}
+
+/// Sits between NIOHTTP2's handler and the socket (or TLS) and reads the frame headers of
+/// what NIOHTTP2 writes: a GOAWAY with an error code means NIOHTTP2 found a connection error
+/// (a flood, a protocol violation) and will take nothing more, so the connection is closed
+/// once that GOAWAY is flushed. Stream errors (RST_STREAM) leave the connection alone, and a
+/// graceful GOAWAY (NO_ERROR) lets the streams in flight finish.
+final class HTTP2ConnectionErrorWatcher: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
+
+    /// Bytes of the current frame's payload still to pass.
+    private var payloadLeft = 0
+    /// The frame header (9 bytes), then for a GOAWAY its first 8 payload bytes, as they arrive.
+    private var header: [UInt8] = []
+    private var readingGoAway = false
+    private var closeAfterFlush = false
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .byteBuffer(let buffer) = unwrapOutboundIn(data) { scan(buffer.readableBytesView) }
+        context.write(data, promise: promise)
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        context.flush()
+        if closeAfterFlush {
+            closeAfterFlush = false
+            context.close(promise: nil)
+        }
+    }
+
+    private func scan(_ bytes: ByteBufferView) {
+        var index = bytes.startIndex
+        while index < bytes.endIndex {
+            if payloadLeft > 0 && !readingGoAway {
+                let skip = min(payloadLeft, bytes.endIndex - index)
+                payloadLeft -= skip
+                index += skip
+                continue
+            }
+            header.append(bytes[index])
+            index += 1
+            if readingGoAway {
+                payloadLeft -= 1
+                if header.count == 8 || payloadLeft == 0 {
+                    // Last-Stream-ID (4 bytes), then the error code (4 bytes).
+                    let code = header.count == 8 ? header[4...7].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } : 0
+                    if code != 0 { closeAfterFlush = true }
+                    readingGoAway = false
+                    header.removeAll(keepingCapacity: true)
+                }
+            } else if header.count == 9 {
+                payloadLeft = Int(header[0]) << 16 | Int(header[1]) << 8 | Int(header[2])
+                let isGoAway = header[3] == 0x7
+                header.removeAll(keepingCapacity: true)
+                readingGoAway = isGoAway && payloadLeft >= 8
+            }
+        }
     }
 }

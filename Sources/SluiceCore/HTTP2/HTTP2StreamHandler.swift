@@ -34,10 +34,14 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, StreamDownstream {
     /// Completes when the response's last frame has been written.
     private var responseEnd: EventLoopFuture<Void>?
 
-    init(listener: ListenerRuntime, worker: Worker, connection: DownstreamConnectionInfo) {
+    /// Told when this stream's channel closes (it counts open streams for drain and idle).
+    private weak var owner: HTTP2Connection?
+
+    init(listener: ListenerRuntime, worker: Worker, connection: DownstreamConnectionInfo, owner: HTTP2Connection) {
         self.listener = listener
         self.worker = worker
         self.info = connection
+        self.owner = owner
     }
 
     private var stream: HTTPStream? {
@@ -82,6 +86,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, StreamDownstream {
             state = .ended
             stream.downstreamClosed()
         }
+        owner?.streamClosed()
         context.fireChannelInactive()
     }
 
@@ -240,7 +245,6 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, StreamDownstream {
     func resetStream(_ stream: HTTPStream) {
         state = .ended
         timer?.cancel()
-        listener.stats.http2Resets.increment()
         context.close(promise: nil)  // a child channel closed early sends RST_STREAM
     }
 

@@ -81,6 +81,8 @@ struct HTTPConnectionSetup {
         stream.outboundBufferSizeHighWatermark = 64 * 1024
         stream.outboundBufferSizeLowWatermark = 32 * 1024
         let connectionHandler = HTTP2Connection(listener: listener, slot: slot, tls: tls)
+        // Between the socket (or TLS) and NIOHTTP2's handler, which is added after it.
+        try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionErrorWatcher())
         // Streams are created on the connection's loop; the pipeline (and with it this
         // closure) goes when the connection closes.
         let bound = NIOLoopBound(connectionHandler, eventLoop: channel.eventLoop)
@@ -88,7 +90,8 @@ struct HTTPConnectionSetup {
             mode: .server, connectionConfiguration: connection, streamConfiguration: stream
         ) { streamChannel in
             streamChannel.eventLoop.makeCompletedFuture {
-                guard let handler = bound.value.makeStream() else {
+                let id = try streamChannel.syncOptions!.getOption(HTTP2StreamChannelOptions.streamID)
+                guard let handler = bound.value.makeStream(id: id) else {
                     throw ChannelError.ioOnClosedChannel
                 }
                 try streamChannel.pipeline.syncOperations.addHandler(handler)

@@ -52,7 +52,7 @@ public final class ListenerStats: Sendable {
     public let http2Resets = Counter()
     /// GOAWAY frames Sluice sent to end a connection gracefully (drain, idle, age).
     public let http2GoAways = Counter()
-    /// Connections NIOHTTP2 ended for breaking the protocol or its flood limits.
+    /// Stream and connection errors NIOHTTP2 found (malformed requests, floods).
     public let http2ProtocolErrors = Counter()
     init(name: String) { self.name = name }
 
@@ -184,7 +184,7 @@ extension StatsRegistry {
         w.family("sluice_listener_http2_streams_total", "counter", "HTTP/2 streams opened by clients.", byListener { $0.http2Streams.load })
         w.family("sluice_listener_http2_resets_total", "counter", "HTTP/2 streams reset by either side.", byListener { $0.http2Resets.load })
         w.family("sluice_listener_http2_goaways_total", "counter", "Graceful GOAWAY frames sent (drain, idle, max connection duration).", byListener { $0.http2GoAways.load })
-        w.family("sluice_listener_http2_protocol_errors_total", "counter", "HTTP/2 connections ended for protocol violations or floods.", byListener { $0.http2ProtocolErrors.load })
+        w.family("sluice_listener_http2_protocol_errors_total", "counter", "HTTP/2 stream and connection errors (malformed frames or requests, floods).", byListener { $0.http2ProtocolErrors.load })
         w.family("sluice_listener_bytes_received_total", "counter", "Bytes received from downstream.", byListener { $0.bytesReceived.load })
         w.family("sluice_listener_bytes_sent_total", "counter", "Bytes sent to downstream.", byListener { $0.bytesSent.load })
 

@@ -134,8 +134,12 @@ final class H2TestClient: @unchecked Sendable {
                     if let sslContext {
                         try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: serverName))
                     }
+                    // The client sends what the test asks, malformed or not: Sluice is the one to judge.
+                    var connection = NIOHTTP2Handler.ConnectionConfiguration()
+                    connection.headerBlockValidation = .disabled
+                    connection.contentLengthValidation = .disabled
                     let streams = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-                        mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()) { $0.eventLoop.makeSucceededVoidFuture() }
+                        mode: .client, connectionConfiguration: connection, streamConfiguration: .init()) { $0.eventLoop.makeSucceededVoidFuture() }
                     holder.withLockedValue { $0 = streams }
                 }
             }
@@ -147,6 +151,9 @@ final class H2TestClient: @unchecked Sendable {
     func request(_ method: String = "GET", _ path: String, authority: String = "test.local", scheme: String = "http",
                  headers: [(String, String)] = [], body: ByteBuffer? = nil, trailers: [(String, String)] = []) async throws -> Response {
         let done = channel.eventLoop.makePromise(of: Response.self)
+        // No test waits forever for an answer.
+        let timeout = channel.eventLoop.scheduleTask(in: .seconds(15)) { done.fail(TLSClientFailure(description: "no response in 15 s")) }
+        done.futureResult.whenComplete { _ in timeout.cancel() }
         let stream = try await streams.createStreamChannel { channel in
             channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(H2ResponseCollector(promise: done)) }
         }.get()
