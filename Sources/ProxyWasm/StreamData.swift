@@ -101,6 +101,8 @@ public final class StreamInfo {
     public var protocolName: String = "HTTP/1.1"
     /// The downstream connection's TLS; nil on cleartext.
     public var downstreamTLS: TLSDetails?
+    /// The upstream connection's TLS (from its response head on); nil on cleartext.
+    public var upstreamTLS: TLSDetails?
     public var requestBodyBytes: Int = 0
     public var responseBodyBytes: Int = 0
     public var responseCode: Int = 0

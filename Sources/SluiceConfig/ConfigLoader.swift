@@ -364,7 +364,7 @@ struct ConfigDecoder {
     }
 
     func decodeCluster(_ node: Node, _ path: String) -> ClusterConfig? {
-        guard let m = reader.mapping(node, path, allowed: ["name", "endpoints", "lb", "connect_timeout", "idle_timeout", "max_connections", "health_check", "outlier_detection"]) else { return nil }
+        guard let m = reader.mapping(node, path, allowed: ["name", "endpoints", "lb", "connect_timeout", "idle_timeout", "max_connections", "health_check", "outlier_detection", "protocol", "tls"]) else { return nil }
         let name = m.string("name", required: true, what: "the cluster's name")
         if !m.has("endpoints") { m.missing("endpoints", "a list of host:port") }
         let endpoints: [EndpointConfig] = m.list("endpoints") { node, path in
@@ -388,6 +388,22 @@ struct ConfigDecoder {
         cluster.connectTimeout = m.duration("connect_timeout", default: cluster.connectTimeout)
         cluster.idleTimeout = m.duration("idle_timeout", default: cluster.idleTimeout)
         cluster.maxConnections = m.int("max_connections", range: 1...1_000_000, default: cluster.maxConnections)
+        cluster.upstreamProtocol = m.oneOf("protocol", default: .http1)
+        if let tls = m.node("tls"), let t = reader.mapping(tls, m.keyPath("tls"), allowed: ["server_name", "verify", "verify_name", "trusted_ca", "certificate_chain", "private_key", "min_version", "max_version"]) {
+            var upstream = UpstreamTLSConfig()
+            upstream.serverName = t.string("server_name")
+            upstream.verify = t.bool("verify", default: true)
+            upstream.verifyName = t.bool("verify_name", default: true)
+            if t.has("trusted_ca") { upstream.trustedCA = file(t, "trusted_ca", what: "a PEM file of CA certificates") }
+            if t.has("certificate_chain") || t.has("private_key") {
+                let chain = file(t, "certificate_chain", what: "a PEM certificate chain file")
+                let key = file(t, "private_key", what: "a PEM private key file")
+                if let chain, let key { upstream.clientCertificate = TLSCertificateConfig(certificateChain: chain, privateKey: key, configPath: t.path) }
+            }
+            upstream.minimumVersion = t.oneOf("min_version", default: upstream.minimumVersion)
+            upstream.maximumVersion = t.oneOf("max_version", default: upstream.maximumVersion)
+            cluster.tls = upstream
+        }
         if let hc = m.node("health_check"), let hm = reader.mapping(hc, m.keyPath("health_check"), allowed: ["path", "interval", "timeout", "healthy_threshold", "unhealthy_threshold", "host"]) {
             var check = HealthCheckConfig()
             check.path = hm.string("path") ?? check.path

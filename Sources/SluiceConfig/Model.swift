@@ -440,6 +440,11 @@ public struct ClusterConfig: Sendable, Equatable {
     public var maxConnections: Int
     public var healthCheck: HealthCheckConfig?
     public var outlierDetection: OutlierDetectionConfig?
+    /// The HTTP version spoken to the endpoints; HTTP/2 multiplexes requests on one
+    /// connection per endpoint and worker (gRPC needs it).
+    public var upstreamProtocol: UpstreamProtocol = .http1
+    /// TLS to the endpoints; nil: cleartext.
+    public var tls: UpstreamTLSConfig?
 
     public init(
         name: String, endpoints: [EndpointConfig], lb: LoadBalancerPolicy = .roundRobin,
@@ -454,6 +459,32 @@ public struct ClusterConfig: Sendable, Equatable {
         self.maxConnections = maxConnections
         self.healthCheck = healthCheck
         self.outlierDetection = outlierDetection
+    }
+}
+
+public enum UpstreamProtocol: String, Sendable, Equatable, CaseIterable {
+    case http1, http2
+}
+
+/// TLS from Sluice to a cluster's endpoints (Envoy's UpstreamTlsContext).
+public struct UpstreamTLSConfig: Sendable, Equatable {
+    /// The SNI sent, and the name the certificate is verified against; nil: the endpoint's
+    /// host when it is a name (an IP address sends no SNI).
+    public var serverName: String?
+    /// Verify the endpoint's certificate (against `trustedCA`, or the system's roots).
+    public var verify = true
+    /// A PEM bundle of CAs; nil: the system's trust store.
+    public var trustedCA: String?
+    /// Verify the certificate's name (`serverName`); off, only the chain is verified.
+    public var verifyName = true
+    /// A client certificate for endpoints that ask for one (mTLS to the upstream).
+    public var clientCertificate: TLSCertificateConfig?
+    public var minimumVersion: TLSProtocolVersion = .tls1_2
+    public var maximumVersion: TLSProtocolVersion = .tls1_3
+    public init() {}
+
+    public var files: [String] {
+        (trustedCA.map { [$0] } ?? []) + (clientCertificate.map { [$0.certificateChain, $0.privateKey] } ?? [])
     }
 }
 

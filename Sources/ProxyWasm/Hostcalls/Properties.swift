@@ -123,6 +123,7 @@ extension PluginVM {
         case ("upstream", "address"): return info.upstreamAddress.isEmpty ? nil : .string("\(info.upstreamAddress):\(info.upstreamPort)")
         case ("upstream", "port"): return info.upstreamAddress.isEmpty ? nil : .int(Int64(info.upstreamPort))
         case ("upstream", "request_attempt_count"): return .uint(UInt64(info.upstreamAttempts))
+        case ("upstream", _) where rest.count == 1: return info.upstreamTLS.flatMap { Self.tlsProperty(rest[0], $0) }
         case ("xds", "route_name"): return info.routeName.isEmpty ? nil : .string(info.routeName)
         case ("xds", "cluster_name"): return info.clusterName.isEmpty ? nil : .string(info.clusterName)
         case ("xds", "virtual_host_name"): return info.virtualHostName.isEmpty ? nil : .string(info.virtualHostName)

@@ -75,7 +75,8 @@ final class ProxyRuntime: Sendable {
     /// - Parameter previous: the runtime this one replaces on reload; its counters carry over
     ///   for every listener, route and cluster that keeps its name.
     /// - Parameter tls: each TLS listener's contexts (built by `ServerTLS.build`, which can fail).
-    init(config: SluiceConfiguration, eventLoops: [EventLoop], previous: ProxyRuntime? = nil, tls: [String: ServerTLS] = [:]) {
+    init(config: SluiceConfiguration, eventLoops: [EventLoop], previous: ProxyRuntime? = nil, tls: [String: ServerTLS] = [:],
+         upstreamTLS: [String: UpstreamTLS] = [:]) {
         self.config = config
         let stats = StatsRegistry(
             listeners: config.listeners.map(\.name),
@@ -85,7 +86,7 @@ final class ProxyRuntime: Sendable {
         )
         self.stats = stats
         var clusters: [String: ClusterRuntime] = [:]
-        for c in config.clusters { clusters[c.name] = ClusterRuntime(config: c, stats: stats.clusters[c.name]!) }
+        for c in config.clusters { clusters[c.name] = ClusterRuntime(config: c, stats: stats.clusters[c.name]!, tls: upstreamTLS[c.name]) }
         self.clusters = clusters
         var listeners: [String: ListenerRuntime] = [:]
         for l in config.listeners { listeners[l.name] = ListenerRuntime(config: l, stats: stats, clusters: clusters, tls: tls[l.name]) }

@@ -122,7 +122,8 @@ public final class SluiceServer: @unchecked Sendable {
     /// Builds a complete generation: runtime (stats carried over), plugins compiled (cached by
     /// hash) and canaried, one started VM per plugin per worker. Nothing is swapped in yet.
     private func buildGeneration(_ config: SluiceConfiguration, previous: Generation?) async throws -> Generation {
-        let runtime = ProxyRuntime(config: config, eventLoops: loops, previous: previous?.runtime, tls: try ServerTLS.build(config))
+        let runtime = ProxyRuntime(config: config, eventLoops: loops, previous: previous?.runtime, tls: try ServerTLS.build(config),
+                                   upstreamTLS: try UpstreamTLS.build(config))
         let plugins = try PluginManager(config: config, logger: logger, cache: moduleCache, shared: sharedPluginState, previousStats: previous?.plugins.stats ?? [:], defaultRuntime: defaultWasmRuntime)
         let logger = self.logger
         var failures: [String] = []
@@ -268,8 +269,13 @@ public final class SluiceServer: @unchecked Sendable {
         guard configPath != nil else { return }
         let watcher = ConfigWatcher(files: { [weak self] in
             guard let self, let path = self.configPath else { return [] }
-            return [path] + self.config.plugins.flatMap { [$0.module] + ($0.rolloutModule.map { [$0] } ?? []) }
-                + self.config.listeners.flatMap { $0.tls?.files ?? [] }
+            let config = self.config
+            var files: [String] = [path]
+            for plugin in config.plugins { files += [plugin.module] + (plugin.rolloutModule.map { [$0] } ?? []) }
+            // Certificates, keys and CA bundles: a renewed certificate is picked up like a config change.
+            for listener in config.listeners { files += listener.tls?.files ?? [] }
+            for cluster in config.clusters { files += cluster.tls?.files ?? [] }
+            return files
         }, onChange: { [weak self] in
             guard let self else { return }
             Task { await self.reload() }

@@ -281,6 +281,11 @@ final class HTTPStream {
         }
     }
 
+    /// The upstream connection's TLS, for the `upstream.*` TLS properties (filters only).
+    func upstreamConnected(tls: @autoclosure () -> TLSDetails?) {
+        filterData?.info.upstreamTLS = tls()
+    }
+
     /// The upstream's response head enters the chain's response side.
     func receiveUpstreamHead(_ head: consuming HTTPResponseHead, endOfStream: Bool) {
         lastActivity = .now()

@@ -16,6 +16,12 @@ struct CertificateFacts: Sendable {
     let uriSANs: [String]
     let dnsSANs: [String]
 
+    init(subject: String, uriSANs: [String], dnsSANs: [String]) {
+        self.subject = subject
+        self.uriSANs = uriSANs
+        self.dnsSANs = dnsSANs
+    }
+
     init(der: [UInt8]) throws {
         let certificate = try Certificate(derEncoded: der)
         subject = certificate.subject.description
@@ -131,6 +137,8 @@ final class ServerTLS: Sendable {
             throw TLSSetupError(description: "\(field).private_key \(certificate.privateKey): not a PEM private key (\(error))")
         }
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        // A client that never answers close_notify holds a closed connection this long at most.
+        tls.shutdownTimeout = .seconds(1)
         tls.minimumTLSVersion = config.minimumVersion.nio
         tls.maximumTLSVersion = config.maximumVersion.nio
         tls.applicationProtocols = config.alpn

@@ -91,9 +91,12 @@ public final class ClusterRuntime: Sendable {
     public let stats: ClusterStats
     /// `xds.cluster_metadata`.
     let metadata: Metadata
+    /// TLS to the endpoints, built with the generation; nil: cleartext.
+    let tls: UpstreamTLS?
 
-    init(config: ClusterConfig, stats: ClusterStats) {
+    init(config: ClusterConfig, stats: ClusterStats, tls: UpstreamTLS? = nil) {
         self.config = config
+        self.tls = tls
         self.metadata = Metadata(config.metadata)
         self.endpoints = config.endpoints.map(Endpoint.init(config:))
         self.stats = stats

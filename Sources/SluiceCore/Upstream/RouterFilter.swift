@@ -88,6 +88,10 @@ final class RouterFilter {
         var head = HTTPRequestHead(version: .http1_1, method: request.head.method, uri: route.rewrite(path: request.head.uri))
         var headers = request.head.headers
         let isUpgrade = headers.asksForUpgrade
+        // `TE: trailers` is hop-by-hop, but says the client takes trailers, which gRPC servers
+        // require: kept towards an HTTP/2 upstream (the one TE value HTTP/2 allows).
+        let acceptsTrailers = cluster.config.upstreamProtocol == .http2
+            && headers["te"].contains { RequestValidation.transferCodings([$0]).contains("trailers") }
         if isUpgrade, let allowed = stream.listener.config.upgradeTypes,
            !headers["upgrade"].contains(where: { allowed.contains($0.trimmingOWS().lowercased()) }) {
             // As Envoy without a matching upgrade_configs entry: 403, and the connection ends.
@@ -98,6 +102,7 @@ final class RouterFilter {
         }
         stripHopByHop(&headers, keepUpgrade: isUpgrade)
         if isUpgrade { headers.replaceOrAdd(name: "connection", value: "upgrade") }
+        if acceptsTrailers { headers.add(name: "te", value: "trailers") }
         // Expect: 100-continue is answered here, as Envoy does: the upstream sees a plain request.
         var expectContinue = false
         if headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) {
@@ -144,6 +149,7 @@ final class RouterFilter {
     }
 
     func responseHead(_ head: HTTPResponseHead) {
+        if let upstream, let connection = upstream.connection, let tls = upstream.cluster.tls { stream.upstreamConnected(tls: tls.details(of: connection.channel)) }
         // A refused upgrade leaves HTTP/1.1's request parser in upgrade mode: the connection
         // ends with this stream.
         if upstream?.isUpgrade == true { stream.downstream.closeAfterStream() }

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 import SluiceConfig
 
@@ -212,8 +213,13 @@ final class EndpointPool: @unchecked Sendable {
 
     enum AcquireError: Error { case overflow }
 
-    /// An idle connection now, or a new one once connected.
+    /// An idle connection now, or a new one once connected. On HTTP/2 a new stream on the
+    /// endpoint's connection (which `maxConnections` then bounds the streams of).
     func acquire(endpointIndex: Int, maxConnections: Int, totalOpen: Int) -> EventLoopFuture<UpstreamConnection> {
+        if cluster.config.upstreamProtocol == .http2 {
+            if totalOpen >= maxConnections { return eventLoop.makeFailedFuture(AcquireError.overflow) }
+            return openStream(endpointIndex: endpointIndex)
+        }
         while let connection = idle.popLast() {
             connection.idleSince = nil
             if connection.channel.isActive && !connection.closed && connection.handler.state == .idle {
@@ -231,6 +237,7 @@ final class EndpointPool: @unchecked Sendable {
         openConnections += 1
         let stats = cluster.stats
         let handler = UpstreamHandler(stats: stats)
+        let handshake = cluster.tls.map { _ in UpstreamHandshakeWaiter(eventLoop: eventLoop, timeout: cluster.config.connectTimeout.timeAmount) }
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(cluster.config.connectTimeout.timeAmount)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -247,16 +254,28 @@ final class EndpointPool: @unchecked Sendable {
                     var limits = NIOHTTPDecoderLimitConfiguration()
                     limits.maxHeaderListSize = 60 * 1024
                     limits.maxHeaderFieldSize = 60 * 1024
+                    if let tls = self.cluster.tls, let handshake {
+                        try channel.pipeline.syncOperations.addHandler(try tls.handler(host: self.endpoint.address.host))
+                        try channel.pipeline.syncOperations.addHandler(handshake)
+                    }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers(
                         leftOverBytesStrategy: .forwardBytes, encoderConfiguration: encoder, decoderLimitConfiguration: limits)
                     try channel.pipeline.syncOperations.addHandler(handler, name: "sluice.upstream")
                 }
             }
-        let future: EventLoopFuture<Channel>
+        var future: EventLoopFuture<Channel>
         if let address = endpoint.socketAddress {
             future = bootstrap.connect(to: address)
         } else {
             future = bootstrap.connect(host: endpoint.address.host, port: endpoint.address.port)
+        }
+        if let handshake {
+            future = future.flatMap { channel in
+                handshake.done.futureResult.map { channel }.flatMapErrorThrowing { error in
+                    channel.close(promise: nil)
+                    throw error
+                }
+            }
         }
         return future.flatMapError { error in
             self.openConnections -= 1
@@ -295,10 +314,129 @@ final class EndpointPool: @unchecked Sendable {
         cluster.stats.connectionsActive.decrement()
     }
 
+    // MARK: HTTP/2
+
+    /// The endpoint's HTTP/2 connection on this loop: being connected (requests wait for it),
+    /// or up with its stream multiplexer.
+    private enum MultiplexedConnection {
+        case connecting(EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>)
+        case ready(Channel, NIOHTTP2Handler.StreamMultiplexer)
+    }
+    private var multiplexed: MultiplexedConnection?
+
+    /// A stream for one request, presented to UpstreamRequest as a connection: NIOHTTP2's
+    /// HTTP/1 codec turns the request parts into frames and the response frames back, so the
+    /// exchange state machine (UpstreamHandler) is the same as on HTTP/1.1. A stream is never
+    /// pooled; it ends with its exchange.
+    private func openStream(endpointIndex: Int) -> EventLoopFuture<UpstreamConnection> {
+        let reused: Bool
+        let streams: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>
+        switch multiplexed {
+        case .ready(let channel, let multiplexer) where channel.isActive:
+            reused = true
+            streams = eventLoop.makeSucceededFuture(multiplexer)
+        case .connecting(let future):
+            reused = false
+            streams = future
+        default:
+            reused = false
+            streams = connectMultiplexed()
+        }
+        openConnections += 1
+        let handler = UpstreamHandler(stats: cluster.stats)
+        let scheme: HTTP2FramePayloadToHTTP1ClientCodec.HTTPProtocol = cluster.tls == nil ? .http : .https
+        return streams.flatMap { multiplexer in
+            multiplexer.createStreamChannel { stream in
+                stream.eventLoop.makeCompletedFuture {
+                    try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: scheme))
+                    try stream.pipeline.syncOperations.addHandler(handler, name: "sluice.upstream")
+                }
+            }
+        }.flatMapError { error in
+            self.openConnections -= 1
+            return self.eventLoop.makeFailedFuture(error)
+        }.map { stream in
+            let connection = UpstreamConnection(channel: stream, endpointIndex: endpointIndex, handler: handler)
+            connection.reused = reused
+            handler.onClose = { [weak self] in
+                connection.closed = true
+                connection.handler.delegate?.upstreamClosed(connection)
+                guard let self else { return }
+                self.openConnections -= 1
+                if self.retired { self.closeMultiplexedWhenIdle() }
+            }
+            return connection
+        }
+    }
+
+    private func connectMultiplexed() -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
+        let stats = cluster.stats
+        let tls = cluster.tls
+        let host = endpoint.address.host
+        let promise = eventLoop.makePromise(of: NIOHTTP2Handler.StreamMultiplexer.self)
+        multiplexed = .connecting(promise.futureResult)
+        // Set by the channel initializer; handed out once the connection is up.
+        let made = NIOLoopBoundBox<NIOHTTP2Handler.StreamMultiplexer?>(nil, eventLoop: eventLoop)
+        let handshake = tls.map { _ in UpstreamHandshakeWaiter(eventLoop: eventLoop, timeout: cluster.config.connectTimeout.timeAmount) }
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(cluster.config.connectTimeout.timeAmount)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls, let handshake {
+                        try channel.pipeline.syncOperations.addHandler(try tls.handler(host: host))
+                        try channel.pipeline.syncOperations.addHandler(handshake)
+                    }
+                    // The upstream may not open streams towards Sluice (no server push).
+                    let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                        mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()
+                    ) { pushed in pushed.close() }
+                    made.value = multiplexer
+                }
+            }
+        var connected = endpoint.socketAddress.map { bootstrap.connect(to: $0) } ?? bootstrap.connect(host: host, port: endpoint.address.port)
+        if let handshake {
+            connected = connected.flatMap { channel in
+                handshake.done.futureResult.map { channel }.flatMapErrorThrowing { error in
+                    channel.close(promise: nil)
+                    throw error
+                }
+            }
+        }
+        connected.whenComplete { result in
+            switch result {
+            case .success(let channel):
+                stats.connectionsTotal.increment()
+                stats.connectionsActive.increment()
+                if let multiplexer = made.value {
+                    self.multiplexed = .ready(channel, multiplexer)
+                    promise.succeed(multiplexer)
+                } else {
+                    promise.fail(ChannelError.inappropriateOperationForState)
+                }
+                channel.closeFuture.whenComplete { _ in
+                    stats.connectionsActive.decrement()
+                    if case .ready(let current, _) = self.multiplexed, current === channel { self.multiplexed = nil }
+                }
+            case .failure(let error):
+                self.multiplexed = nil
+                promise.fail(error)
+            }
+        }
+        return promise.futureResult
+    }
+
     /// Returns a connection to the pool if its exchange ended cleanly: a fresh connection no
     /// request used, or a complete keep-alive response. Anything else is closed.
     func release(_ connection: UpstreamConnection) {
         connection.handler.delegate = nil
+        if cluster.config.upstreamProtocol == .http2 {
+            // A stream carries one exchange; closing a finished one is a no-op, an unfinished
+            // one is reset.
+            connection.handler.abandon()
+            connection.channel.close(promise: nil)
+            return
+        }
         guard connection.channel.isActive, !connection.closed, !retired, connection.handler.returnToPool() else {
             discard(connection)
             return
@@ -337,6 +475,17 @@ final class EndpointPool: @unchecked Sendable {
         let connections = idle
         idle.removeAll()
         for c in connections { c.channel.close(promise: nil) }
+        closeMultiplexedWhenIdle()
+    }
+
+    /// The HTTP/2 connection closes once no stream is open on it (at once if none is): a
+    /// reload or shutdown does not cut the requests in flight.
+    private func closeMultiplexedWhenIdle() {
+        guard case .ready(let channel, _) = multiplexed else { return }
+        if openConnections == 0 {
+            multiplexed = nil
+            channel.close(promise: nil)
+        }
     }
 
     var idleCount: Int { idle.count }

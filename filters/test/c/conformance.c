@@ -464,6 +464,25 @@ PW_EXPORT(proxy_on_response_headers) uint32_t on_response_headers(uint32_t ctx, 
     if (is(ctx, "hold-response") && status && strcmp(status, "200") == 0) { free(status); return 4; }
     free(status);
     if (is(ctx, "append-response")) pw_remove_header(PW_RESPONSE_HEADERS, "content-length");
+    if (is(ctx, "upstream-tls-props")) {
+        /* The upstream connection's TLS properties, once its response arrived: header
+           x-up-N = status:hex for the N-th path below. */
+        static const char *paths[] = {
+            "upstream\0tls_version", "upstream\0subject_peer_certificate", "upstream\0subject_local_certificate",
+            "upstream\0dns_san_peer_certificate", "upstream\0uri_san_peer_certificate",
+            "upstream\0sha256_peer_certificate_digest",
+        };
+        static const size_t lens[] = {20, 33, 34, 33, 33, 39};
+        for (int k = 0; k < 6; k++) {
+            char *value = NULL; size_t n = 0;
+            pw_status st = proxy_get_property(paths[k], lens[k], &value, &n);
+            char out[300]; int o = snprintf(out, sizeof out, "%d:", st);
+            for (size_t b = 0; b < n && o < (int)sizeof out - 3; b++) o += snprintf(out + o, sizeof out - o, "%02x", (unsigned char)value[b]);
+            free(value);
+            char name[16]; snprintf(name, sizeof name, "x-up-%d", k);
+            pw_add_header(PW_RESPONSE_HEADERS, name, out);
+        }
+    }
     if (is(ctx, "ten-callouts")) {
         /* Pause the response while ten callouts run (each answers after 100 ms). */
         const char *k[] = {":method", ":path", ":authority"}, *v[] = {"GET", "/slow/100", "authz.local"};

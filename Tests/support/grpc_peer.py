@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""A real gRPC peer for proxying tests (grpcio from PyPI), with raw-bytes methods so no
+generated code is needed.
+
+  grpc_peer.py server [--tls CERT KEY]   serves on an ephemeral port, prints "PORT <n>",
+                                         runs until stdin closes
+  grpc_peer.py client TARGET [--tls CA NAME]
+                                         calls every method through TARGET (host:port),
+                                         prints one line per check, "N passed, M failed"
+
+Service `sluice.test.Echo`:
+  Unary(bytes) -> the same bytes, with initial metadata x-peer: grpcio and trailing metadata
+                  x-trailer: done
+  Fail(bytes)  -> status NOT_FOUND, details "no such thing"
+  Count(bytes) -> server stream: N messages "n=<i>" where N is the request as an integer
+  Sum(stream)  -> client stream: total length of the messages, as text
+  Chat(stream) -> bidirectional: each message upper-cased
+"""
+import sys
+import threading
+from concurrent import futures
+
+import grpc
+
+SERVICE = "sluice.test.Echo"
+
+
+def identity(b):
+    return b
+
+
+class Echo:
+    def unary(self, request, context):
+        context.send_initial_metadata((("x-peer", "grpcio"),))
+        context.set_trailing_metadata((("x-trailer", "done"),))
+        return request
+
+    def fail(self, request, context):
+        context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+
+    def count(self, request, context):
+        for i in range(int(request.decode() or "0")):
+            yield b"n=%d" % i
+
+    def sum(self, requests, context):
+        return str(sum(len(r) for r in requests)).encode()
+
+    def chat(self, requests, context):
+        for r in requests:
+            yield r.upper()
+
+
+def serve(tls):
+    echo = Echo()
+    handlers = {
+        "Unary": grpc.unary_unary_rpc_method_handler(echo.unary, identity, identity),
+        "Fail": grpc.unary_unary_rpc_method_handler(echo.fail, identity, identity),
+        "Count": grpc.unary_stream_rpc_method_handler(echo.count, identity, identity),
+        "Sum": grpc.stream_unary_rpc_method_handler(echo.sum, identity, identity),
+        "Chat": grpc.stream_stream_rpc_method_handler(echo.chat, identity, identity),
+    }
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    if tls:
+        cert, key = (open(p, "rb").read() for p in tls)
+        port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, cert)]))
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print("PORT %d" % port, flush=True)
+    sys.stdin.read()  # until the test closes our stdin
+    server.stop(0)
+
+
+def client(target, tls):
+    if tls:
+        ca, name = tls
+        channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(open(ca, "rb").read()),
+                                      options=(("grpc.ssl_target_name_override", name),))
+    else:
+        channel = grpc.insecure_channel(target)
+    method = lambda kind, name: getattr(channel, kind)("/%s/%s" % (SERVICE, name), request_serializer=identity, response_deserializer=identity)
+    checks = []
+
+    def check(name, fn):
+        try:
+            detail = fn()
+            checks.append((True, name, detail))
+        except Exception as e:  # noqa: BLE001 - any failure is a failed check
+            checks.append((False, name, repr(e)[:300]))
+
+    def unary():
+        payload = b"x" * 100_000
+        response, call = method("unary_unary", "Unary").with_call(payload, timeout=10)
+        assert response == payload, "echo differs"
+        initial = dict(call.initial_metadata())
+        trailing = dict(call.trailing_metadata())
+        assert initial.get("x-peer") == "grpcio", initial
+        assert trailing.get("x-trailer") == "done", trailing
+        return "100000 bytes echoed, metadata both ways"
+
+    def fail():
+        try:
+            method("unary_unary", "Fail")(b"", timeout=10)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.NOT_FOUND, e.code()
+            assert e.details() == "no such thing", e.details()
+            return "NOT_FOUND with its details"
+        raise AssertionError("no error")
+
+    def count():
+        got = list(method("unary_stream", "Count")(b"50", timeout=10))
+        assert got == [b"n=%d" % i for i in range(50)], got[:3]
+        return "50 messages streamed"
+
+    def total():
+        n = method("stream_unary", "Sum")(iter([b"a" * 1000] * 200), timeout=10)
+        assert n == b"200000", n
+        return "200 messages summed"
+
+    def chat():
+        got = list(method("stream_stream", "Chat")(iter([b"hello", b"grpc"]), timeout=10))
+        assert got == [b"HELLO", b"GRPC"], got
+        return "bidirectional"
+
+    def concurrent():
+        calls = [method("unary_unary", "Unary").future(b"c%d" % i, timeout=10) for i in range(100)]
+        assert [c.result() for c in calls] == [b"c%d" % i for i in range(100)]
+        return "100 concurrent calls"
+
+    for name, fn in (("unary", unary), ("status", fail), ("server-stream", count), ("client-stream", total),
+                     ("bidi-stream", chat), ("concurrent", concurrent)):
+        check(name, fn)
+    for ok, name, detail in checks:
+        print("%s %s: %s" % ("PASS" if ok else "FAIL", name, detail))
+    failed = sum(1 for c in checks if not c[0])
+    print("%d passed, %d failed" % (len(checks) - failed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args[0] == "server":
+        serve(args[2:4] if "--tls" in args else None)
+    else:
+        sys.exit(client(args[1], args[3:5] if "--tls" in args else None))
