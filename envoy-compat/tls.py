@@ -11,7 +11,7 @@ must be identical, and a handshake one refuses the other must refuse too.
 Certificates are made fresh by Tests/support/make_certs.py (trustme). Prints one line per
 case and "N passed, M failed"; exits 1 on any difference.
 """
-import os, shutil, subprocess, sys, tempfile, threading
+import os, shutil, ssl, subprocess, sys, tempfile, threading
 from http.server import ThreadingHTTPServer
 
 from proxies import Origin, envoy_binary, free_port, wait_ready
@@ -33,6 +33,38 @@ static_resources:
     load_assignment:
       cluster_name: origin
       endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {origin} }} }} }} }}] }}]
+  - name: origin_tls
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: origin_tls
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {origin_tls} }} }} }} }}] }}]
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: alpha.test
+        common_tls_context:
+          validation_context: {{ trusted_ca: {{ filename: {certs}/ca.pem }} }}
+          tls_certificates: [{{ certificate_chain: {{ filename: {certs}/client.pem }}, private_key: {{ filename: {certs}/client.key }} }}]
+  - name: grpc
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: grpc
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {grpc} }} }} }} }}] }}]
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: alpha.test
+        common_tls_context:
+          alpn_protocols: [h2]
+          validation_context: {{ trusted_ca: {{ filename: {certs}/ca.pem }} }}
 """
 
 HCM = """
@@ -42,7 +74,13 @@ HCM = """
           stat_prefix: {name}
           codec_type: AUTO
           route_config:
-            virtual_hosts: [{{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: / }}, route: {{ cluster: origin }} }}] }}]
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - {{ match: {{ prefix: /sluice.test.Echo/ }}, route: {{ cluster: grpc }} }}
+              - {{ match: {{ prefix: /up/ }}, route: {{ cluster: origin_tls }} }}
+              - {{ match: {{ prefix: / }}, route: {{ cluster: origin }} }}
           http_filters:
           - name: envoy.filters.http.wasm
             typed_config:
@@ -68,7 +106,7 @@ def tls_socket(cert, certs, require=False):
             validation_context: {{ trusted_ca: {{ filename: {d}/ca.pem }} }}""".format(require="true" if require else "false", d=certs, c=cert)
 
 
-def bootstrap(ports, certs, origin):
+def bootstrap(ports, certs, origin, origin_tls, grpc):
     edge = """  - name: edge
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
     listener_filters:
@@ -90,7 +128,7 @@ def bootstrap(ports, certs, origin):
     filter_chains:
     - filters:{hcm}
 """.format(port=ports["plain"], hcm=HCM.format(name="plain", filter=FILTER))
-    return BOOTSTRAP.format(admin=ports["admin"], listeners=edge + mtls + plain, origin=origin)
+    return BOOTSTRAP.format(admin=ports["admin"], listeners=edge + mtls + plain, origin=origin, origin_tls=origin_tls, grpc=grpc, certs=certs)
 
 
 # (name, listener, SNI or None, curl options)
@@ -110,21 +148,26 @@ CASES = [
     ("cleartext http/1.1", "plain", None, ["--http1.1"]),
 ]
 
+# Through the upstream TLS cluster (SNI, CA, client certificate): the filter adds the
+# upstream.* TLS properties to the response (x-test: upstream-tls-props).
+UPSTREAM_CASE = ("upstream TLS properties", "plain", None, ["--http1.1", "-H", "x-test: upstream-tls-props"], "/up/")
 
-def ask(case, ports, certs):
+
+def ask(case, ports, certs, path="/"):
     """What the client got: an error (curl's exit code stands for the kind of failure) or
     the status, HTTP version, certificate subject shown, and the property headers."""
-    name, listener, sni, options = case
+    name, listener, sni, options = case[:4]
     port = ports[listener]
     scheme = "http" if listener == "plain" else "https"
     host = sni or "127.0.0.1"
-    argv = ["curl", "-sS", "-o", "/dev/null", "-D", "-", "--max-time", "5", "-H", "x-test: tls-props",
+    test = [] if "-H" in options else ["-H", "x-test: tls-props"]
+    argv = ["curl", "-sS", "-o", "/dev/null", "-D", "-", "--max-time", "5"] + test + [
             "-w", "%{http_version}|%{ssl_verify_result}", "--cacert", os.path.join(certs, "ca.pem")]
     if sni:
         argv += ["--resolve", "%s:%d:127.0.0.1" % (sni, port)]
     else:
         argv += ["-k"]  # no name to verify the certificate against
-    argv += [o.format(certs=certs) for o in options] + ["%s://%s:%d/" % (scheme, host, port)]
+    argv += [o.format(certs=certs) for o in options] + ["%s://%s:%d%s" % (scheme, host, port, path)]
     r = subprocess.run(argv, capture_output=True, text=True)
     if r.returncode != 0:
         # A refused handshake shows as 35 (during it) or, with TLS 1.3, where the server's
@@ -133,7 +176,7 @@ def ask(case, ports, certs):
         return "refused by TLS" if r.returncode in (16, 35, 55, 56) else "failed (curl %d)" % r.returncode
     lines = r.stdout.replace("\r", "").split("\n")
     status = lines[0].split(" ")[1] if lines and " " in lines[0] else "?"
-    props = sorted(l.lower() for l in lines if l.lower().startswith("x-p-"))
+    props = sorted(l.lower() for l in lines if l.lower().startswith(("x-p-", "x-up-")))
     version = lines[-1].split("|")[0]
     return "%s HTTP/%s\n  %s" % (status, version, "\n  ".join(props))
 
@@ -148,10 +191,17 @@ def shown_certificate(ports, sni):
     return "no certificate"
 
 
+def grpc_calls(ports, certs):
+    """The gRPC client's report, through the cleartext listener to the TLS gRPC server."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "Tests", "support", "grpc_peer.py"), "client", "127.0.0.1:%d" % ports["plain"]],
+                       capture_output=True, text=True, timeout=60)
+    return r.stdout.strip()
+
+
 def run(argv, config, ports, certs, label):
     log_path = os.path.join(HERE, "out", "tls-%s.log" % label)
     with open(config, "w") as f:
-        f.write(bootstrap(ports, certs, ports["origin"]))
+        f.write(bootstrap(ports, certs, ports["origin"], ports["origin_tls"], ports["grpc"]))
     log = open(log_path, "w")
     proc = subprocess.Popen(argv + [config] if "envoy" in os.path.basename(argv[0]) else argv + [config], stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -159,6 +209,8 @@ def run(argv, config, ports, certs, label):
             return None, "%s did not start (see %s)" % (label, log_path)
         answers = [ask(c, ports, certs) for c in CASES]
         answers += [shown_certificate(ports, sni) for sni in ("alpha.test", "www.alpha.test", "beta.test")]
+        answers.append(ask(UPSTREAM_CASE, ports, certs, path=UPSTREAM_CASE[4]))
+        answers.append(grpc_calls(ports, certs))
         return answers, None
     finally:
         proc.terminate()
@@ -178,6 +230,18 @@ def main():
     subprocess.run([sys.executable, os.path.join(ROOT, "Tests", "support", "make_certs.py"), certs], check=True)
     origin = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
     threading.Thread(target=origin.serve_forever, daemon=True).start()
+    # The same origin over TLS (alpha.test's certificate, client certificates verified).
+    origin_tls = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(os.path.join(certs, "alpha.pem"), os.path.join(certs, "alpha.key"))
+    context.load_verify_locations(os.path.join(certs, "ca.pem"))
+    context.verify_mode = ssl.CERT_REQUIRED
+    origin_tls.socket = context.wrap_socket(origin_tls.socket, server_side=True)
+    threading.Thread(target=origin_tls.serve_forever, daemon=True).start()
+    grpc_server = subprocess.Popen([sys.executable, os.path.join(ROOT, "Tests", "support", "grpc_peer.py"), "server", "--tls",
+                                    os.path.join(certs, "alpha.pem"), os.path.join(certs, "alpha.key")],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    grpc_port = int(grpc_server.stdout.readline().split()[1])
     sluice = os.path.join(ROOT, ".build", "debug", "sluice")
     try:
         results = {}
@@ -185,13 +249,16 @@ def main():
                             ("sluice", [sluice, "run", "--workers", "1", "--envoy-config"])):
             ports = {k: free_port() for k in ("edge", "mtls", "plain", "admin")}
             ports["origin"] = origin.server_address[1]
+            ports["origin_tls"] = origin_tls.server_address[1]
+            ports["grpc"] = grpc_port
             answers, problem = run(argv, os.path.join(work, "%s.yaml" % label), ports, certs, label)
             if problem:
                 print("FAIL %s" % problem)
                 print("0 passed, 1 failed")
                 return 1
             results[label] = answers
-        names = [c[0] for c in CASES] + ["certificate for alpha.test", "certificate for www.alpha.test", "certificate for beta.test"]
+        names = [c[0] for c in CASES] + ["certificate for alpha.test", "certificate for www.alpha.test", "certificate for beta.test",
+                                         UPSTREAM_CASE[0], "gRPC to an HTTP/2 TLS upstream"]
         passed = failed = 0
         for i, name in enumerate(names):
             e, s = results["envoy"][i], results["sluice"][i]
@@ -205,7 +272,14 @@ def main():
         return 1 if failed else 0
     finally:
         origin.shutdown()
-        shutil.rmtree(work, ignore_errors=True)
+        origin_tls.shutdown()
+        grpc_server.stdin.close()
+        grpc_server.terminate()
+        grpc_server.wait(10)
+        if not os.environ.get("KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print("kept", work)
 
 
 if __name__ == "__main__":

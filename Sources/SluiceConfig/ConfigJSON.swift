@@ -20,11 +20,31 @@ extension SluiceConfiguration {
                         w.field("request_timeout", format(l.requestTimeout))
                         w.field("max_connection_duration", format(l.maxConnectionDuration))
                         w.field("max_pipelined_requests", l.maxPipelinedRequests)
+                        w.field("codec", l.codec.rawValue)
+                        w.key("http2") { w.object {
+                            w.field("max_concurrent_streams", l.http2.maxConcurrentStreams)
+                            w.field("initial_stream_window_size", l.http2.initialStreamWindowSize)
+                            w.field("initial_connection_window_size", l.http2.initialConnectionWindowSize)
+                            w.field("max_frame_size", l.http2.maxFrameSize)
+                        } }
                         w.key("routes") { w.array(l.routes) { r in dumpRoute(w, r) } }
                     } else {
                         w.field("cluster", l.tcpCluster ?? "")
                     }
                     w.field("idle_timeout", format(l.idleTimeout))
+                    if let tls = l.tls {
+                        w.key("tls") { w.object {
+                            w.key("certificates") { w.array(tls.serverNames) { g in w.object {
+                                w.key("server_names") { w.array(g.serverNames) { w.value($0) } }
+                                w.key("certificate_chains") { w.array(g.certificates) { w.value($0.certificateChain) } }
+                            } } }
+                            w.field("min_version", tls.minimumVersion.rawValue)
+                            w.field("max_version", tls.maximumVersion.rawValue)
+                            w.key("alpn") { w.array(tls.alpn) { w.value($0) } }
+                            if let ca = tls.clientCA { w.field("client_ca", ca) }
+                            w.field("require_client_certificate", tls.requireClientCertificate)
+                        } }
+                    }
                 }
             } }
             w.key("clusters") { w.array(clusters) { c in
@@ -35,6 +55,18 @@ extension SluiceConfiguration {
                     w.field("connect_timeout", format(c.connectTimeout))
                     w.field("idle_timeout", format(c.idleTimeout))
                     w.field("max_connections", c.maxConnections)
+                    w.field("protocol", c.upstreamProtocol.rawValue)
+                    if let tls = c.tls {
+                        w.key("tls") { w.object {
+                            if let name = tls.serverName { w.field("server_name", name) }
+                            w.field("verify", tls.verify)
+                            w.field("verify_name", tls.verifyName)
+                            if let ca = tls.trustedCA { w.field("trusted_ca", ca) }
+                            if let client = tls.clientCertificate { w.field("certificate_chain", client.certificateChain) }
+                            w.field("min_version", tls.minimumVersion.rawValue)
+                            w.field("max_version", tls.maximumVersion.rawValue)
+                        } }
+                    }
                     if let hc = c.healthCheck {
                         w.key("health_check") { w.object {
                             w.field("path", hc.path); w.field("interval", format(hc.interval)); w.field("timeout", format(hc.timeout))
@@ -165,4 +197,5 @@ public final class JSONWriter {
     public func field(_ k: String, _ v: String) { key(k) { value(v) } }
     public func field(_ k: String, _ v: Int) { key(k) { value(v) } }
     public func field(_ k: String, _ v: Double) { key(k) { value(v) } }
+    public func field(_ k: String, _ v: Bool) { key(k) { raw(v ? "true" : "false") } }
 }

@@ -39,7 +39,7 @@ enum EnvoyNames {
     /// The extensions Sluice implements.
     enum Extension: Equatable {
         case httpConnectionManager, tcpProxy, router, wasm, wasmService
-        case downstreamTLS, tlsInspector
+        case downstreamTLS, upstreamTLS, tlsInspector, httpProtocolOptions
         case other(String)
 
         var label: String {
@@ -49,7 +49,8 @@ enum EnvoyNames {
             case .router: return "envoy.filters.http.router"
             case .wasm: return "envoy.filters.http.wasm"
             case .wasmService: return "envoy.bootstrap.wasm"
-            case .downstreamTLS: return "envoy.transport_sockets.tls"
+            case .downstreamTLS, .upstreamTLS: return "envoy.transport_sockets.tls"
+            case .httpProtocolOptions: return "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
             case .tlsInspector: return "envoy.filters.listener.tls_inspector"
             case .other(let name): return name.isEmpty ? "?" : name
             }
@@ -63,6 +64,8 @@ enum EnvoyNames {
         "envoy.extensions.filters.http.wasm.v3.Wasm": .wasm,
         "envoy.extensions.wasm.v3.WasmService": .wasmService,
         "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": .downstreamTLS,
+        "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext": .upstreamTLS,
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": .httpProtocolOptions,
         "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector": .tlsInspector,
     ]
 

@@ -697,8 +697,86 @@ private final class Translator {
         return JSONRendering.render(node)
     }
 
+    /// A cluster's upstream TLS (`transport_socket` with an UpstreamTlsContext) and HTTP
+    /// version (`http2_protocol_options`, or `typed_extension_protocol_options`'
+    /// HttpProtocolOptions with `explicit_http_config`).
+    func translateUpstreamHTTP(_ node: Node, _ path: String, cluster: inout ClusterConfig) {
+        if let h2 = map(node, "http2_protocol_options") {
+            check(h2, path + ".http2_protocol_options", known: [])
+            cluster.upstreamProtocol = .http2
+        }
+        if let options = map(node, "typed_extension_protocol_options"), case .mapping(let m) = options {
+            for (key, value) in m {
+                let opath = path + ".typed_extension_protocol_options." + (key.scalar?.string ?? "?")
+                guard let url = str(value, "@type"), case .httpProtocolOptions = EnvoyNames.resolve(typeURL: url) else {
+                    let (l, c) = mark(value)
+                    unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: opath, message: "protocol options other than HttpProtocolOptions are not supported", severity: .unsupported))
+                    continue
+                }
+                check(value, opath, known: ["explicit_http_config"])
+                if let explicit = map(value, "explicit_http_config") {
+                    check(explicit, opath + ".explicit_http_config", known: ["http_protocol_options", "http2_protocol_options"])
+                    if let h2 = map(explicit, "http2_protocol_options") {
+                        check(h2, opath + ".explicit_http_config.http2_protocol_options", known: [])
+                        cluster.upstreamProtocol = .http2
+                    }
+                    if let h1 = map(explicit, "http_protocol_options") { check(h1, opath + ".explicit_http_config.http_protocol_options", known: []) }
+                }
+            }
+        }
+        guard let socket = map(node, "transport_socket") else { return }
+        let spath = path + ".transport_socket"
+        check(socket, spath, known: ["name", "typed_config"])
+        let (kind, typed, typedPath) = resolveExtension(socket, spath)
+        guard case .upstreamTLS = kind, let typed else {
+            let (l, c) = mark(socket)
+            unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: spath, message: "transport socket '\(kind.label)' is not supported on a cluster", severity: .unsupported))
+            return
+        }
+        check(typed, typedPath, known: ["sni", "common_tls_context"])
+        var tls = UpstreamTLSConfig()
+        tls.serverName = str(typed, "sni")
+        // Envoy verifies an upstream's certificate only against a validation context's
+        // trusted_ca; without one it accepts any certificate (and so does Sluice here).
+        tls.verify = false
+        tls.verifyName = false
+        // Envoy's client default is TLS 1.2 at most (its servers go to 1.3).
+        tls.maximumVersion = .tls1_2
+        let common = map(typed, "common_tls_context")
+        let cpath = typedPath + ".common_tls_context"
+        if let common { check(common, cpath, known: ["tls_certificates", "validation_context", "tls_params", "alpn_protocols"]) }
+        if let validation = map(common, "validation_context") {
+            check(validation, cpath + ".validation_context", known: ["trusted_ca"])
+            if let ca = map(validation, "trusted_ca") {
+                tls.trustedCA = dataSourceFile(ca, cpath + ".validation_context.trusted_ca")
+                tls.verify = tls.trustedCA != nil
+                // Envoy checks the name only with match_typed_subject_alt_names; the chain is verified.
+            }
+        }
+        if let params = map(common, "tls_params") {
+            check(params, cpath + ".tls_params", known: ["tls_minimum_protocol_version", "tls_maximum_protocol_version"])
+            for (key, assign) in [("tls_minimum_protocol_version", { (v: TLSProtocolVersion) in tls.minimumVersion = v }), ("tls_maximum_protocol_version", { tls.maximumVersion = $0 })] {
+                guard let name = enumName(params, key), name != "TLS_AUTO" else { continue }
+                if let v = TLSProtocolVersion.allCases.first(where: { $0.rawValue.uppercased() == name }) { assign(v) } else {
+                    error(map(params, key), cpath + ".tls_params." + key, "unknown TLS version '\(name)'")
+                }
+            }
+        }
+        let certificates = list(common, "tls_certificates")
+        if let cert = certificates.first {
+            let tpath = cpath + ".tls_certificates[0]"
+            check(cert, tpath, known: ["certificate_chain", "private_key"])
+            if let chain = dataSourceFile(map(cert, "certificate_chain"), tpath + ".certificate_chain"),
+               let key = dataSourceFile(map(cert, "private_key"), tpath + ".private_key") {
+                tls.clientCertificate = TLSCertificateConfig(certificateChain: chain, privateKey: key, configPath: tpath)
+            }
+        }
+        cluster.tls = tls
+    }
+
     func translateCluster(_ node: Node, _ path: String) -> ClusterConfig? {
-        check(node, path, known: ["name", "type", "lb_policy", "connect_timeout", "load_assignment", "health_checks", "dns_lookup_family", "metadata"])
+        check(node, path, known: ["name", "type", "lb_policy", "connect_timeout", "load_assignment", "health_checks", "dns_lookup_family", "metadata",
+                                  "transport_socket", "http2_protocol_options", "typed_extension_protocol_options"])
         guard let name = str(node, "name") else {
             error(node, path, "a cluster needs a name")
             return nil
@@ -723,6 +801,7 @@ private final class Translator {
         }
         var cluster = ClusterConfig(name: name, endpoints: endpoints)
         cluster.metadata = metadata(node, path)
+        translateUpstreamHTTP(node, path, cluster: &cluster)
         switch enumName(node, "lb_policy") ?? "ROUND_ROBIN" {
         case "ROUND_ROBIN": cluster.lb = .roundRobin
         case "LEAST_REQUEST": cluster.lb = .leastRequest

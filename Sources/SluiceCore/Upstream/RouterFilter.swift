@@ -89,9 +89,10 @@ final class RouterFilter {
         var headers = request.head.headers
         let isUpgrade = headers.asksForUpgrade
         // `TE: trailers` is hop-by-hop, but says the client takes trailers, which gRPC servers
-        // require: kept towards an HTTP/2 upstream (the one TE value HTTP/2 allows).
+        // require: kept towards an HTTP/2 upstream (the one TE value HTTP/2 allows). Read from
+        // the client's request: the filters' header map never holds hop-by-hop fields.
         let acceptsTrailers = cluster.config.upstreamProtocol == .http2
-            && headers["te"].contains { RequestValidation.transferCodings([$0]).contains("trailers") }
+            && stream.request.headers["te"].contains { RequestValidation.transferCodings([$0]).contains("trailers") }
         if isUpgrade, let allowed = stream.listener.config.upgradeTypes,
            !headers["upgrade"].contains(where: { allowed.contains($0.trimmingOWS().lowercased()) }) {
             // As Envoy without a matching upgrade_configs entry: 403, and the connection ends.
