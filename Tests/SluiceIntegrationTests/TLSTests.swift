@@ -145,6 +145,24 @@ final class TLSTests: XCTestCase {
         XCTAssertEqual(without["x-p-10"], "HTTP/1.1")
     }
 
+    /// BoringSSL's session resumption: openssl's -reconnect makes five more handshakes with
+    /// the first one's session, and each is resumed (abbreviated, no certificate).
+    func testSessionsAreResumed() async throws {
+        let proxy = try await start(tlsConfig(), ports: ["origin": upstream.port])
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["openssl", "s_client", "-connect", "127.0.0.1:\(proxy.port())", "-servername", "alpha.test", "-tls1_2", "-reconnect"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = Pipe()
+        process.standardInput = Pipe()
+        try process.run()
+        try (process.standardInput as! Pipe).fileHandleForWriting.close()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(text.components(separatedBy: "\nReused, TLSv1.2").count - 1, 5, text)
+    }
+
     func sha256OfCertificate(_ pem: String) throws -> String {
         let der = try NIOSSLCertificate.fromPEMFile(pem)[0].toDERBytes()
         let file = certs.path("client.der")
