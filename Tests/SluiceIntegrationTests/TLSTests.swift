@@ -289,6 +289,16 @@ final class TLSTests: XCTestCase {
             XCTAssertTrue(text.contains("listeners[0].tls.certificates[0].certificate_chain"), text)
             XCTAssertTrue(text.contains("require_client_certificate needs client_ca"), text)
         }
+        // An active health check cannot check a TLS or HTTP/2 cluster (it speaks HTTP/1.1 in
+        // cleartext): refused rather than marking every endpoint down.
+        let checked = """
+            listeners: [{ name: main, address: 127.0.0.1:0, routes: [{ match: { prefix: / }, cluster: origin }] }]
+            clusters:
+              - { name: origin, endpoints: ["127.0.0.1:1"], protocol: http2, health_check: { path: /healthz } }
+            """
+        XCTAssertThrowsError(try ConfigLoader.parse(yaml: checked, file: "edge.yaml")) { error in
+            XCTAssertTrue("\(error)".contains("clusters[0].health_check"), "\(error)")
+        }
         // A file that exists but holds no certificate: refused when the server starts.
         let bad = certs.path("bad.pem")
         try "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n".write(toFile: bad, atomically: true, encoding: .utf8)

@@ -29,8 +29,8 @@ final class UpstreamTLSAndGRPCTests: XCTestCase {
         certs.remove()
     }
 
-    func start(_ yaml: String, ports: [String: Int]) async throws -> ProxyUnderTest {
-        let proxy = try await ProxyUnderTest.start(yaml, ports: ports)
+    func start(_ yaml: String, ports: [String: Int], workers: Int = 2) async throws -> ProxyUnderTest {
+        let proxy = try await ProxyUnderTest.start(yaml, ports: ports, workers: workers)
         proxies.append(proxy)
         return proxy
     }
@@ -135,11 +135,12 @@ final class UpstreamTLSAndGRPCTests: XCTestCase {
     }
 
     /// Starts tests/support/grpc_peer.py's server; returns its port.
-    func startGRPCServer(tls: Bool) throws -> Int {
+    func startGRPCServer(tls: Bool, maxAgeMs: Int? = nil) throws -> Int {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", packageRoot.appendingPathComponent("Tests/support/grpc_peer.py").path, "server"]
             + (tls ? ["--tls", certs.path("alpha.pem"), certs.path("alpha.key")] : [])
+            + (maxAgeMs.map { ["--max-age-ms", String($0)] } ?? [])
         let output = Pipe()
         process.standardOutput = output
         process.standardInput = Pipe()
@@ -158,10 +159,10 @@ final class UpstreamTLSAndGRPCTests: XCTestCase {
         return port
     }
 
-    func runGRPCClient(_ arguments: [String]) throws -> String {
+    func runGRPCClient(_ arguments: [String], mode: String = "client") throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", packageRoot.appendingPathComponent("Tests/support/grpc_peer.py").path, "client"] + arguments
+        process.arguments = ["python3", packageRoot.appendingPathComponent("Tests/support/grpc_peer.py").path, mode] + arguments
         let output = Pipe()
         process.standardOutput = output
         try process.run()
@@ -182,6 +183,23 @@ final class UpstreamTLSAndGRPCTests: XCTestCase {
         XCTAssertTrue(report.hasSuffix("6 passed, 0 failed\n"), report)
         // One upstream connection carried every call.
         XCTAssertEqual(try proxy.sample("sluice_cluster_upstream_connections_total{cluster=\"grpc\"}"), 1)
+    }
+
+    /// A gRPC server that ends connections with GOAWAY (max connection age): the pool stops
+    /// opening streams on a connection that said GOAWAY and opens a new one; no call fails.
+    func testUpstreamGoAwayMovesNewStreamsToANewConnection() async throws {
+        let grpc = try startGRPCServer(tls: false, maxAgeMs: 300)
+        let proxy = try await start("""
+            listeners:
+              - { name: main, address: 127.0.0.1:0, routes: [{ match: { prefix: / }, cluster: grpc }] }
+            clusters:
+              - { name: grpc, protocol: http2, endpoints: ["127.0.0.1:{{grpc}}"] }
+            """, ports: ["grpc": grpc], workers: 1)
+        // A slow call holds the first connection open past its GOAWAY (the server's grace
+        // period); the calls made meanwhile must go to a new connection.
+        let report = try runGRPCClient(["127.0.0.1:\(proxy.port())"], mode: "goaway-check")
+        XCTAssertTrue(report.hasSuffix("21 passed, 0 failed\n"), report)
+        XCTAssertGreaterThanOrEqual(try proxy.sample("sluice_cluster_upstream_connections_total{cluster=\"grpc\"}") ?? 0, 2)
     }
 
     func testGRPCProxiedOverTLSOnBothSides() async throws {

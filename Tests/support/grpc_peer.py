@@ -2,8 +2,11 @@
 """A real gRPC peer for proxying tests (grpcio from PyPI), with raw-bytes methods so no
 generated code is needed.
 
-  grpc_peer.py server [--tls CERT KEY]   serves on an ephemeral port, prints "PORT <n>",
-                                         runs until stdin closes
+  grpc_peer.py server [--tls CERT KEY] [--max-age-ms N]
+                                         serves on an ephemeral port, prints "PORT <n>",
+                                         runs until stdin closes; with --max-age-ms it ends
+                                         each connection with GOAWAY after N ms (gRPC's
+                                         max connection age)
   grpc_peer.py client TARGET [--tls CA NAME]
                                          calls every method through TARGET (host:port),
                                          prints one line per check, "N passed, M failed"
@@ -15,6 +18,11 @@ Service `sluice.test.Echo`:
   Count(bytes) -> server stream: N messages "n=<i>" where N is the request as an integer
   Sum(stream)  -> client stream: total length of the messages, as text
   Chat(stream) -> bidirectional: each message upper-cased
+  Slow(bytes)  -> the same bytes after as many milliseconds as the request says
+
+  grpc_peer.py goaway-check TARGET       one Slow(1500) call, and while it runs (after the
+                                         server's max connection age) 20 unary calls; all
+                                         must succeed
 """
 import sys
 import threading
@@ -49,8 +57,13 @@ class Echo:
         for r in requests:
             yield r.upper()
 
+    def slow(self, request, context):
+        import time
+        time.sleep(int(request.decode()) / 1000)
+        return request
 
-def serve(tls):
+
+def serve(tls, max_age_ms=None):
     echo = Echo()
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(echo.unary, identity, identity),
@@ -58,8 +71,10 @@ def serve(tls):
         "Count": grpc.unary_stream_rpc_method_handler(echo.count, identity, identity),
         "Sum": grpc.stream_unary_rpc_method_handler(echo.sum, identity, identity),
         "Chat": grpc.stream_stream_rpc_method_handler(echo.chat, identity, identity),
+        "Slow": grpc.unary_unary_rpc_method_handler(echo.slow, identity, identity),
     }
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    options = [("grpc.max_connection_age_ms", max_age_ms), ("grpc.max_connection_age_grace_ms", 5000)] if max_age_ms else []
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     if tls:
         cert, key = (open(p, "rb").read() for p in tls)
@@ -138,9 +153,31 @@ def client(target, tls):
     return 1 if failed else 0
 
 
+def goaway_check(target):
+    import time
+    channel = grpc.insecure_channel(target)
+    slow = channel.unary_unary("/%s/Slow" % SERVICE, request_serializer=identity, response_deserializer=identity).future(b"1500", timeout=10)
+    time.sleep(0.6)  # past the server's max connection age: its GOAWAY has arrived at the proxy
+    unary = channel.unary_unary("/%s/Unary" % SERVICE, request_serializer=identity, response_deserializer=identity)
+    failures = 0
+    for i in range(20):
+        try:
+            assert unary(b"g%d" % i, timeout=10) == b"g%d" % i
+        except Exception as e:  # noqa: BLE001
+            failures += 1
+            print("FAIL call %d: %r" % (i, e))
+    ok = slow.result() == b"1500"
+    print("%d passed, %d failed" % (20 - failures + (1 if ok else 0), failures + (0 if ok else 1)))
+    return 1 if failures or not ok else 0
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if args[0] == "goaway-check":
+        sys.exit(goaway_check(args[1]))
     if args[0] == "server":
-        serve(args[2:4] if "--tls" in args else None)
+        tls = args[args.index("--tls") + 1:args.index("--tls") + 3] if "--tls" in args else None
+        age = int(args[args.index("--max-age-ms") + 1]) if "--max-age-ms" in args else None
+        serve(tls, age)
     else:
         sys.exit(client(args[1], args[3:5] if "--tls" in args else None))

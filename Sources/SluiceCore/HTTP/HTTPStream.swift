@@ -282,8 +282,8 @@ final class HTTPStream {
     }
 
     /// The upstream connection's TLS, for the `upstream.*` TLS properties (filters only).
-    func upstreamConnected(tls: @autoclosure () -> TLSDetails?) {
-        filterData?.info.upstreamTLS = tls()
+    func upstreamConnected(tls: TLSDetails) {
+        filterData?.info.upstreamTLS = tls
     }
 
     /// The upstream's response head enters the chain's response side.

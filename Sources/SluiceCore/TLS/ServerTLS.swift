@@ -102,7 +102,10 @@ final class ServerTLS: Sendable {
     static func build(_ config: SluiceConfiguration) throws(TLSSetupError) -> [String: ServerTLS] {
         var all: [String: ServerTLS] = [:]
         for listener in config.listeners {
-            if let tls = listener.tls { all[listener.name] = try ServerTLS(config: tls, listener: listener.name) }
+            guard var tls = listener.tls else { continue }
+            // A listener that speaks only HTTP/1.1 does not offer h2.
+            if listener.codec == .http1 { tls.alpn.removeAll { $0 == "h2" } }
+            all[listener.name] = try ServerTLS(config: tls, listener: listener.name)
         }
         return all
     }

@@ -114,7 +114,7 @@ final class TLSHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler 
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         guard case .done = state else {
-            fail(context, error is NIOSSLError && (error as! NIOSSLError) == .uncleanShutdown ? .closedDuringHandshake : .handshakeFailed)
+            fail(context, (error as? NIOSSLError) == .uncleanShutdown ? .closedDuringHandshake : .handshakeFailed)
             return
         }
         context.fireErrorCaught(error)

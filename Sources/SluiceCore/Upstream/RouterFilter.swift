@@ -150,7 +150,7 @@ final class RouterFilter {
     }
 
     func responseHead(_ head: HTTPResponseHead) {
-        if let upstream, let connection = upstream.connection, let tls = upstream.cluster.tls { stream.upstreamConnected(tls: tls.details(of: connection.channel)) }
+        if let tls = upstream?.connection?.tls { stream.upstreamConnected(tls: tls) }
         // A refused upgrade leaves HTTP/1.1's request parser in upgrade mode: the connection
         // ends with this stream.
         if upstream?.isUpgrade == true { stream.downstream.closeAfterStream() }

@@ -2,6 +2,7 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTP2
 import NIOPosix
+import ProxyWasm
 import SluiceConfig
 
 /// What an upstream connection reports to the request currently using it.
@@ -25,6 +26,8 @@ final class UpstreamConnection {
     /// When the connection went back to the pool (for the idle sweep).
     var idleSince: NIODeadline?
     var closed = false
+    /// The connection's TLS, read once when its handshake finished (nil: cleartext).
+    var tls: TLSDetails?
 
     init(channel: Channel, endpointIndex: Int, handler: UpstreamHandler) {
         self.channel = channel
@@ -281,7 +284,9 @@ final class EndpointPool: @unchecked Sendable {
             self.openConnections -= 1
             return self.eventLoop.makeFailedFuture(error)
         }.map { channel in
-            self.adopt(channel, handler: handler, endpointIndex: endpointIndex)
+            let connection = self.adopt(channel, handler: handler, endpointIndex: endpointIndex)
+            connection.tls = self.cluster.tls?.details(of: channel)
+            return connection
         }
     }
 
@@ -316,11 +321,30 @@ final class EndpointPool: @unchecked Sendable {
 
     // MARK: HTTP/2
 
+    /// One HTTP/2 connection to the endpoint and the streams open on it.
+    // @unchecked Sendable: like its pool, touched only on the pool's event loop.
+    final class MultiplexedUpstream: @unchecked Sendable {
+        let channel: Channel
+        let streams: NIOHTTP2Handler.StreamMultiplexer
+        let tls: TLSDetails?
+        var openStreams = 0
+        /// No new streams (the upstream sent GOAWAY, the pool was retired, or it idled out):
+        /// it closes once its last stream ends.
+        var draining = false
+        var idleSince: NIODeadline?
+
+        init(channel: Channel, streams: NIOHTTP2Handler.StreamMultiplexer, tls: TLSDetails?) {
+            self.channel = channel
+            self.streams = streams
+            self.tls = tls
+        }
+    }
+
     /// The endpoint's HTTP/2 connection on this loop: being connected (requests wait for it),
-    /// or up with its stream multiplexer.
+    /// or up.
     private enum MultiplexedConnection {
-        case connecting(EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>)
-        case ready(Channel, NIOHTTP2Handler.StreamMultiplexer)
+        case connecting(EventLoopFuture<MultiplexedUpstream>)
+        case ready(MultiplexedUpstream)
     }
     private var multiplexed: MultiplexedConnection?
 
@@ -330,54 +354,85 @@ final class EndpointPool: @unchecked Sendable {
     /// pooled; it ends with its exchange.
     private func openStream(endpointIndex: Int) -> EventLoopFuture<UpstreamConnection> {
         let reused: Bool
-        let streams: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>
+        let upstream: EventLoopFuture<MultiplexedUpstream>
         switch multiplexed {
-        case .ready(let channel, let multiplexer) where channel.isActive:
+        case .ready(let current) where current.channel.isActive && !current.draining:
             reused = true
-            streams = eventLoop.makeSucceededFuture(multiplexer)
+            upstream = eventLoop.makeSucceededFuture(current)
         case .connecting(let future):
             reused = false
-            streams = future
+            upstream = future
         default:
             reused = false
-            streams = connectMultiplexed()
+            upstream = connectMultiplexed()
         }
         openConnections += 1
         let handler = UpstreamHandler(stats: cluster.stats)
         let scheme: HTTP2FramePayloadToHTTP1ClientCodec.HTTPProtocol = cluster.tls == nil ? .http : .https
-        return streams.flatMap { multiplexer in
-            multiplexer.createStreamChannel { stream in
+        return upstream.flatMap { upstream in
+            upstream.streams.createStreamChannel { stream in
                 stream.eventLoop.makeCompletedFuture {
                     try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: scheme))
                     try stream.pipeline.syncOperations.addHandler(handler, name: "sluice.upstream")
                 }
-            }
+            }.map { ($0, upstream) }
         }.flatMapError { error in
             self.openConnections -= 1
             return self.eventLoop.makeFailedFuture(error)
-        }.map { stream in
+        }.map { (stream, upstream) in
             let connection = UpstreamConnection(channel: stream, endpointIndex: endpointIndex, handler: handler)
             connection.reused = reused
+            connection.tls = upstream.tls
+            upstream.openStreams += 1
+            upstream.idleSince = nil
             handler.onClose = { [weak self] in
                 connection.closed = true
                 connection.handler.delegate?.upstreamClosed(connection)
+                upstream.openStreams -= 1
                 guard let self else { return }
                 self.openConnections -= 1
-                if self.retired { self.closeMultiplexedWhenIdle() }
+                if self.retired { upstream.draining = true }
+                self.streamEnded(on: upstream)
             }
             return connection
         }
     }
 
-    private func connectMultiplexed() -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
+    /// The last stream of a draining connection closes it; on one still in use, the idle
+    /// timeout starts.
+    private func streamEnded(on upstream: MultiplexedUpstream) {
+        guard upstream.openStreams == 0 else { return }
+        if upstream.draining {
+            upstream.channel.close(promise: nil)
+            return
+        }
+        let since = NIODeadline.now()
+        upstream.idleSince = since
+        eventLoop.scheduleTask(in: cluster.config.idleTimeout.timeAmount) { [weak self] in
+            guard let self, upstream.idleSince == since, upstream.openStreams == 0 else { return }
+            self.drain(upstream)
+        }
+    }
+
+    /// No new streams on this connection: the next request opens another one.
+    private func drain(_ upstream: MultiplexedUpstream) {
+        upstream.draining = true
+        if case .ready(let current) = multiplexed, current === upstream { multiplexed = nil }
+        if upstream.openStreams == 0 { upstream.channel.close(promise: nil) }
+    }
+
+    private func connectMultiplexed() -> EventLoopFuture<MultiplexedUpstream> {
         let stats = cluster.stats
         let tls = cluster.tls
         let host = endpoint.address.host
-        let promise = eventLoop.makePromise(of: NIOHTTP2Handler.StreamMultiplexer.self)
+        let promise = eventLoop.makePromise(of: MultiplexedUpstream.self)
         multiplexed = .connecting(promise.futureResult)
         // Set by the channel initializer; handed out once the connection is up.
         let made = NIOLoopBoundBox<NIOHTTP2Handler.StreamMultiplexer?>(nil, eventLoop: eventLoop)
         let handshake = tls.map { _ in UpstreamHandshakeWaiter(eventLoop: eventLoop, timeout: cluster.config.connectTimeout.timeAmount) }
+        // A GOAWAY from the upstream (a server's max connection age, its shutdown) retires the
+        // connection for new streams; those in flight finish on it.
+        let goAway = NIOLoopBoundBox<MultiplexedUpstream?>(nil, eventLoop: eventLoop)
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(cluster.config.connectTimeout.timeAmount)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -391,6 +446,9 @@ final class EndpointPool: @unchecked Sendable {
                     let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                         mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()
                     ) { pushed in pushed.close() }
+                    try channel.pipeline.syncOperations.addHandler(UpstreamGoAwayWatcher { [weak self] in
+                        if let upstream = goAway.value { self?.drain(upstream) }
+                    })
                     made.value = multiplexer
                 }
             }
@@ -408,15 +466,18 @@ final class EndpointPool: @unchecked Sendable {
             case .success(let channel):
                 stats.connectionsTotal.increment()
                 stats.connectionsActive.increment()
-                if let multiplexer = made.value {
-                    self.multiplexed = .ready(channel, multiplexer)
-                    promise.succeed(multiplexer)
-                } else {
+                guard let multiplexer = made.value else {
+                    self.multiplexed = nil
                     promise.fail(ChannelError.inappropriateOperationForState)
+                    return
                 }
+                let upstream = MultiplexedUpstream(channel: channel, streams: multiplexer, tls: tls?.details(of: channel))
+                goAway.value = upstream
+                self.multiplexed = .ready(upstream)
+                promise.succeed(upstream)
                 channel.closeFuture.whenComplete { _ in
                     stats.connectionsActive.decrement()
-                    if case .ready(let current, _) = self.multiplexed, current === channel { self.multiplexed = nil }
+                    if case .ready(let current) = self.multiplexed, current === upstream { self.multiplexed = nil }
                 }
             case .failure(let error):
                 self.multiplexed = nil
@@ -475,18 +536,25 @@ final class EndpointPool: @unchecked Sendable {
         let connections = idle
         idle.removeAll()
         for c in connections { c.channel.close(promise: nil) }
-        closeMultiplexedWhenIdle()
-    }
-
-    /// The HTTP/2 connection closes once no stream is open on it (at once if none is): a
-    /// reload or shutdown does not cut the requests in flight.
-    private func closeMultiplexedWhenIdle() {
-        guard case .ready(let channel, _) = multiplexed else { return }
-        if openConnections == 0 {
-            multiplexed = nil
-            channel.close(promise: nil)
-        }
+        // The HTTP/2 connection closes once its last stream ends (at once if none is open):
+        // a reload or shutdown does not cut the requests in flight.
+        if case .ready(let upstream) = multiplexed { drain(upstream) }
     }
 
     var idleCount: Int { idle.count }
+}
+
+/// In an upstream HTTP/2 connection's pipeline, after NIOHTTP2's handler: tells the pool when
+/// the upstream sends GOAWAY.
+final class UpstreamGoAwayWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias InboundOut = HTTP2Frame
+    private let onGoAway: () -> Void
+
+    init(onGoAway: @escaping () -> Void) { self.onGoAway = onGoAway }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .goAway = unwrapInboundIn(data).payload { onGoAway() }
+        context.fireChannelRead(data)
+    }
 }
