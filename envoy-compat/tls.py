@@ -176,7 +176,7 @@ def ask(case, ports, certs, path="/"):
         return "refused by TLS" if r.returncode in (16, 35, 55, 56) else "failed (curl %d)" % r.returncode
     lines = r.stdout.replace("\r", "").split("\n")
     status = lines[0].split(" ")[1] if lines and " " in lines[0] else "?"
-    props = sorted(l.lower() for l in lines if l.lower().startswith(("x-p-", "x-up-")))
+    props = sorted(l.lower() for l in lines if l.lower().startswith(("x-p-", "x-up-", "x-grpc-")))
     version = lines[-1].split("|")[0]
     return "%s HTTP/%s\n  %s" % (status, version, "\n  ".join(props))
 
@@ -211,6 +211,8 @@ def run(argv, config, ports, certs, label):
         answers += [shown_certificate(ports, sni) for sni in ("alpha.test", "www.alpha.test", "beta.test")]
         answers.append(ask(UPSTREAM_CASE, ports, certs, path=UPSTREAM_CASE[4]))
         answers.append(grpc_calls(ports, certs))
+        # response.grpc_status as the filter's on_log saw it, per status, over those calls.
+        answers.append(ask(("grpc statuses", "plain", None, ["--http1.1", "-H", "x-test: grpc-read"]), ports, certs))
         return answers, None
     finally:
         proc.terminate()
@@ -258,7 +260,7 @@ def main():
                 return 1
             results[label] = answers
         names = [c[0] for c in CASES] + ["certificate for alpha.test", "certificate for www.alpha.test", "certificate for beta.test",
-                                         UPSTREAM_CASE[0], "gRPC to an HTTP/2 TLS upstream"]
+                                         UPSTREAM_CASE[0], "gRPC to an HTTP/2 TLS upstream", "response.grpc_status in on_log"]
         passed = failed = 0
         for i, name in enumerate(names):
             e, s = results["envoy"][i], results["sluice"][i]

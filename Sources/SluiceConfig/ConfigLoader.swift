@@ -423,10 +423,10 @@ struct ConfigDecoder {
             detection.baseEjectionTime = om.duration("base_ejection_time", default: detection.baseEjectionTime)
             cluster.outlierDetection = detection
         }
-        // The active check speaks HTTP/1.1 in cleartext: against a TLS or HTTP/2-only endpoint
-        // it would fail and take every endpoint out.
-        if cluster.healthCheck != nil && (cluster.tls != nil || cluster.upstreamProtocol == .http2) {
-            reader.report(m.node("health_check"), m.keyPath("health_check"), "health checks are HTTP/1.1 in cleartext and cannot check a cluster with tls or protocol: http2; use outlier_detection")
+        // The active check speaks HTTP/1.1 (over the cluster's TLS if it has one): against an
+        // HTTP/2-only endpoint it would fail and take every endpoint out.
+        if cluster.healthCheck != nil && cluster.upstreamProtocol == .http2 {
+            reader.report(m.node("health_check"), m.keyPath("health_check"), "health checks are HTTP/1.1 and cannot check a cluster with protocol: http2; use outlier_detection")
         }
         guard name != nil else { return nil }
         return cluster

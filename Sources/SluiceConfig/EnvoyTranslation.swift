@@ -818,11 +818,11 @@ private final class Translator {
             if let t = duration(map(hc, "timeout")) { check.timeout = t }
             check.healthyThreshold = Int(str(hc, "healthy_threshold") ?? "") ?? check.healthyThreshold
             check.unhealthyThreshold = Int(str(hc, "unhealthy_threshold") ?? "") ?? check.unhealthyThreshold
-            if cluster.tls != nil || cluster.upstreamProtocol == .http2 {
-                // Sluice's checker speaks HTTP/1.1 in cleartext; Envoy's uses the cluster's.
+            if cluster.upstreamProtocol == .http2 {
+                // Sluice's checker speaks HTTP/1.1; Envoy's uses the cluster's protocol.
                 let (l, c) = mark(hc)
                 unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: path + ".health_checks[0]",
-                    message: "health checks on a cluster with TLS or HTTP/2 are not supported", severity: .unsupported))
+                    message: "health checks on an HTTP/2 cluster are not supported", severity: .unsupported))
             } else {
                 cluster.healthCheck = check
             }

@@ -289,8 +289,8 @@ final class TLSTests: XCTestCase {
             XCTAssertTrue(text.contains("listeners[0].tls.certificates[0].certificate_chain"), text)
             XCTAssertTrue(text.contains("require_client_certificate needs client_ca"), text)
         }
-        // An active health check cannot check a TLS or HTTP/2 cluster (it speaks HTTP/1.1 in
-        // cleartext): refused rather than marking every endpoint down.
+        // An active health check cannot check an HTTP/2 cluster (it speaks HTTP/1.1): refused
+        // rather than marking every endpoint down.
         let checked = """
             listeners: [{ name: main, address: 127.0.0.1:0, routes: [{ match: { prefix: / }, cluster: origin }] }]
             clusters:

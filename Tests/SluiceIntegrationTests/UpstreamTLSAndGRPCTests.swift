@@ -111,6 +111,29 @@ final class UpstreamTLSAndGRPCTests: XCTestCase {
         XCTAssertEqual(try httpGet(unverified.port(), "/").status, 200)
     }
 
+    /// Active health checks go over the cluster's TLS: they pass with the right name and
+    /// client certificate, and fail (taking the endpoint out) with a name it does not carry.
+    func testHealthChecksUseTheClusterTLS() async throws {
+        let back = try await startBack()
+        func front(_ name: String) async throws -> ProxyUnderTest {
+            try await start("""
+                listeners:
+                  - { name: main, address: 127.0.0.1:0, routes: [{ match: { prefix: / }, cluster: back }] }
+                clusters:
+                  - name: back
+                    endpoints: ["127.0.0.1:{{back}}"]
+                    tls: { server_name: \(name), trusted_ca: \(certs.path("ca.pem")), \(clientCertificate) }
+                    health_check: { path: /healthz, interval: 100ms, timeout: 1s, unhealthy_threshold: 1, healthy_threshold: 1 }
+                """, ports: ["back": back.port()])
+        }
+        let good = try await front("alpha.test")
+        XCTAssertTrue(try eventually { try good.sample("sluice_cluster_health_checks_passed_total{cluster=\"back\"}") ?? 0 >= 2 })
+        XCTAssertEqual(try good.sample("sluice_cluster_health_checks_failed_total{cluster=\"back\"}"), 0)
+        let wrong = try await front("wrong.test")
+        XCTAssertTrue(try eventually { try wrong.sample("sluice_cluster_health_checks_failed_total{cluster=\"back\"}") ?? 0 >= 1 })
+        XCTAssertTrue(try eventually { try httpGet(wrong.port(), "/").status == 503 }, "the endpoint that fails its TLS check is taken out")
+    }
+
     func testFiltersSeeTheUpstreamTLSProperties() async throws {
         let back = try await startBack()
         let front = try await startFront(back: back.port(), tls: "{ server_name: alpha.test, trusted_ca: \(certs.path("ca.pem")), \(clientCertificate) }", filters: true)

@@ -108,6 +108,11 @@ extension PluginVM {
         case ("response", "flags"): return .int(Int64(info.responseFlags))
         case ("response", "headers"): return headersProperty(responseHeaders)
         case ("response", "trailers"): return headersProperty(data.responseTrailers ?? info.finalResponseTrailers)
+        case ("response", "grpc_status"):
+            // From the trailers, or the headers of a trailers-only response, as Envoy reads it.
+            let trailers = data.responseTrailers ?? info.finalResponseTrailers
+            guard let text = trailers?.first("grpc-status") ?? responseHeaders?.first("grpc-status"), let code = Int64(text) else { return nil }
+            return .int(code)
         case ("response", "size"): return .int(Int64(info.responseBodyBytes))
         case ("response", "total_size"): return .int(Int64(info.responseBodyBytes + (responseHeaders?.byteSize ?? 0)))
         case ("response", "headers_bytes"): return .int(Int64(responseHeaders?.byteSize ?? 0))

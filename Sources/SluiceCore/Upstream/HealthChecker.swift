@@ -71,10 +71,14 @@ final class HealthChecker: @unchecked Sendable {
         let promise = eventLoop.makePromise(of: Bool.self)
         let host = check.host ?? cluster.config.name
         let path = check.path
+        let tls = cluster.tls
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(check.timeout.timeAmount)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // Over the cluster's TLS, as its requests go (the request waits in the TLS
+                    // handler until the handshake is done; a failed handshake fails the check).
+                    if let tls { try channel.pipeline.syncOperations.addHandler(try tls.handler(host: endpoint.address.host)) }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(HealthProbeHandler(promise: promise, host: host, path: path))
                 }

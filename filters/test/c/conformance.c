@@ -204,6 +204,16 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
         char buf[32]; snprintf(buf, sizeof buf, "%ld", get_shared_counter("hits"));
         pw_add_header(PW_REQUEST_HEADERS, "x-hits", buf);
     }
+    if (is(ctx, "grpc-read")) {
+        /* The gRPC statuses counted by on_log so far: OK (0) and NOT_FOUND (5). */
+        const char *keys[] = {"x-grpc-ok", "x-grpc-not-found"};
+        static char values[2][24];
+        snprintf(values[0], sizeof values[0], "%ld", get_shared_counter("grpc_0"));
+        snprintf(values[1], sizeof values[1], "%ld", get_shared_counter("grpc_5"));
+        const char *vals[] = {values[0], values[1]};
+        pw_send_response(200, "grpc-read\n", keys, vals, 2);
+        return PW_PAUSE;
+    }
     if (is(ctx, "shared-read")) {
         char buf[32];
         snprintf(buf, sizeof buf, "%ld", get_shared_counter("hits"));
@@ -537,6 +547,8 @@ PW_EXPORT(proxy_on_log) void on_log(uint32_t ctx) {
     count_int_property("response\0code", 13, "logged");
     /* Envoy's response flags as the stream ended, counted per value. */
     count_int_property("response\0flags", 14, "flags");
+    /* gRPC statuses the streams ended with (response.grpc_status), counted per value. */
+    count_int_property("response\0grpc_status", 20, "grpc");
 }
 
 PW_EXPORT(proxy_on_done) uint32_t on_done(uint32_t ctx) {
