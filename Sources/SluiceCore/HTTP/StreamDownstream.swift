@@ -4,8 +4,8 @@ import ProxyWasm
 import Synchronization
 
 /// What an `HTTPStream` needs from the connection it lives on. The stream does not know the
-/// protocol: HTTP/1.1's connection handler implements this today (framing, keep-alive and
-/// pipelining stay there); an HTTP/2 stream channel will implement it per stream.
+/// protocol: `HTTP1Connection` implements this for HTTP/1.1 (framing, keep-alive and
+/// pipelining stay there), `HTTP2StreamHandler` for each HTTP/2 stream.
 protocol StreamDownstream: AnyObject {
     var eventLoop: EventLoop { get }
     var allocator: ByteBufferAllocator { get }
@@ -57,17 +57,15 @@ struct DownstreamConnectionInfo {
     let localAddress: String
     /// The connection's TLS (nil: cleartext), read once when the handshake finished.
     let tls: TLSDetails?
-    let isHTTP2: Bool
     /// `https` over TLS: the scheme filters and the upstream's X-Forwarded-Proto see.
     var scheme: String { tls == nil ? "http" : "https" }
 
-    init(id: UInt64, remote: SocketAddress?, local: SocketAddress?, clientAddress: String, tls: TLSDetails? = nil, isHTTP2: Bool = false) {
+    init(id: UInt64, remote: SocketAddress?, local: SocketAddress?, clientAddress: String, tls: TLSDetails? = nil) {
         self.id = id
         self.remote = remote
         self.local = local
         self.clientAddress = clientAddress
         self.localAddress = local?.ipAddress ?? ""
         self.tls = tls
-        self.isHTTP2 = isHTTP2
     }
 }

@@ -41,7 +41,7 @@ final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandler {
         self.context = context
         let channel = context.channel
         info = DownstreamConnectionInfo(id: DownstreamConnectionInfo.nextID(), remote: channel.remoteAddress, local: channel.localAddress,
-                                        clientAddress: channel.remoteAddress?.ipAddress ?? "-", tls: tls, isHTTP2: true)
+                                        clientAddress: channel.remoteAddress?.ipAddress ?? "-", tls: tls)
         listener.stats.connectionsTotal.increment()
         listener.stats.connectionsActive.increment()
         listener.stats.http2Connections.increment()

@@ -73,6 +73,12 @@ struct UpstreamTLS: Sendable {
         return all
     }
 
+    /// TLS in front of a new connection to `host`, and the waiter that tells when it is up.
+    func install(on channel: Channel, host: String, waiter: UpstreamHandshakeWaiter) throws {
+        try channel.pipeline.syncOperations.addHandler(try handler(host: host))
+        try channel.pipeline.syncOperations.addHandler(waiter)
+    }
+
     /// The TLS handler for a connection to `host`: SNI is the configured name, else the host
     /// when it is a DNS name (never an IP address, RFC 6066 §3).
     func handler(host: String) throws -> NIOSSLClientHandler {
@@ -98,6 +104,16 @@ final class UpstreamHandshakeWaiter: ChannelInboundHandler, RemovableChannelHand
     init(eventLoop: EventLoop, timeout: TimeAmount) {
         self.done = eventLoop.makePromise()
         self.timeout = timeout
+    }
+
+    /// `connected`, once the handshake is done as well; a failed handshake closes the channel.
+    func after(_ connected: EventLoopFuture<Channel>) -> EventLoopFuture<Channel> {
+        connected.flatMap { channel in
+            self.done.futureResult.map { channel }.flatMapErrorThrowing { error in
+                channel.close(promise: nil)
+                throw error
+            }
+        }
     }
 
     func handlerAdded(context: ChannelHandlerContext) {

@@ -257,10 +257,7 @@ final class EndpointPool: @unchecked Sendable {
                     var limits = NIOHTTPDecoderLimitConfiguration()
                     limits.maxHeaderListSize = 60 * 1024
                     limits.maxHeaderFieldSize = 60 * 1024
-                    if let tls = self.cluster.tls, let handshake {
-                        try channel.pipeline.syncOperations.addHandler(try tls.handler(host: self.endpoint.address.host))
-                        try channel.pipeline.syncOperations.addHandler(handshake)
-                    }
+                    if let tls = self.cluster.tls, let handshake { try tls.install(on: channel, host: self.endpoint.address.host, waiter: handshake) }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers(
                         leftOverBytesStrategy: .forwardBytes, encoderConfiguration: encoder, decoderLimitConfiguration: limits)
                     try channel.pipeline.syncOperations.addHandler(handler, name: "sluice.upstream")
@@ -272,14 +269,7 @@ final class EndpointPool: @unchecked Sendable {
         } else {
             future = bootstrap.connect(host: endpoint.address.host, port: endpoint.address.port)
         }
-        if let handshake {
-            future = future.flatMap { channel in
-                handshake.done.futureResult.map { channel }.flatMapErrorThrowing { error in
-                    channel.close(promise: nil)
-                    throw error
-                }
-            }
-        }
+        if let handshake { future = handshake.after(future) }
         return future.flatMapError { error in
             self.openConnections -= 1
             return self.eventLoop.makeFailedFuture(error)
@@ -438,10 +428,7 @@ final class EndpointPool: @unchecked Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let tls, let handshake {
-                        try channel.pipeline.syncOperations.addHandler(try tls.handler(host: host))
-                        try channel.pipeline.syncOperations.addHandler(handshake)
-                    }
+                    if let tls, let handshake { try tls.install(on: channel, host: host, waiter: handshake) }
                     // The upstream may not open streams towards Sluice (no server push).
                     let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                         mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()
@@ -453,14 +440,7 @@ final class EndpointPool: @unchecked Sendable {
                 }
             }
         var connected = endpoint.socketAddress.map { bootstrap.connect(to: $0) } ?? bootstrap.connect(host: host, port: endpoint.address.port)
-        if let handshake {
-            connected = connected.flatMap { channel in
-                handshake.done.futureResult.map { channel }.flatMapErrorThrowing { error in
-                    channel.close(promise: nil)
-                    throw error
-                }
-            }
-        }
+        if let handshake { connected = handshake.after(connected) }
         connected.whenComplete { result in
             switch result {
             case .success(let channel):
