@@ -265,4 +265,111 @@ final class EnvoyTranslationTests: XCTestCase {
         let listener = try EnvoyTranslation.translate(yaml: yaml, file: "envoy.yaml").config.listeners[0]
         XCTAssertEqual(listener.upgradeTypes, ["websocket"])
     }
+
+    /// A PEM-looking file (translation checks files exist; it does not parse them).
+    func placeholder(_ name: String) throws -> String {
+        let path = NSTemporaryDirectory() + "sluice-translation-\(name)"
+        try "placeholder".write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    func tlsChain(_ names: String, cert: String, key: String, extra: String = "", filters: String = "stat_prefix: t") -> String {
+        """
+            - filter_chain_match: { server_names: [\(names)] }
+              filters:
+              - name: tcp
+                typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, \(filters), cluster: c }
+              transport_socket:
+                name: envoy.transport_sockets.tls
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+                  \(extra)
+                  common_tls_context:
+                    tls_certificates: [{ certificate_chain: { filename: \(cert) }, private_key: { filename: \(key) } }]
+        """
+    }
+
+    func tlsBootstrap(_ chains: String, inspector: Bool = true) -> String {
+        """
+        static_resources:
+          listeners:
+          - name: edge
+            address: { socket_address: { address: 127.0.0.1, port_value: 10443 } }
+        \(inspector ? "    listener_filters: [{ name: tls, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector } }]" : "")
+            filter_chains:
+        \(chains)
+          clusters:
+          - name: c
+            load_assignment: { cluster_name: c, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 1 } } } }] }] }
+        """
+    }
+
+    /// Filter chains that differ only in server names and certificates become one listener
+    /// with a certificate per name, keeping Envoy's server defaults (no ALPN unless listed,
+    /// TLS 1.2 to 1.3, unknown names refused, require_client_certificate ignored without a CA).
+    func testServerNameFilterChainsBecomeCertificatesPerName() throws {
+        let a = try placeholder("a.pem"), ak = try placeholder("a.key"), b = try placeholder("b.pem"), bk = try placeholder("b.key")
+        let yaml = tlsBootstrap(tlsChain("a.test, \"*.a.test\"", cert: a, key: ak, extra: "require_client_certificate: true") + "\n" + tlsChain("B.test", cert: b, key: bk))
+        let result = try EnvoyTranslation.translate(yaml: yaml, file: "envoy.yaml")
+        XCTAssertEqual(result.unsupported.map(\.keyPath), [])
+        let tls = try XCTUnwrap(result.config.listeners[0].tls)
+        XCTAssertEqual(tls.serverNames.map(\.serverNames), [["a.test", "*.a.test"], ["b.test"]])
+        XCTAssertEqual(tls.serverNames.map { $0.certificates[0].certificateChain }, [a, b])
+        XCTAssertEqual(tls.alpn, [])
+        XCTAssertEqual(tls.minimumVersion, .tls1_2)
+        XCTAssertEqual(tls.maximumVersion, .tls1_3)
+        XCTAssertTrue(tls.refuseUnknownServerNames)
+        XCTAssertTrue(tls.inspectsServerName)
+        XCTAssertFalse(tls.requireClientCertificate, "ignored without a trusted CA, as Envoy does")
+        // Without the TLS inspector the SNI is neither matched nor reported.
+        XCTAssertFalse(try EnvoyTranslation.translate(yaml: tlsBootstrap(tlsChain("a.test", cert: a, key: ak), inspector: false)).config.listeners[0].tls!.inspectsServerName)
+    }
+
+    /// What one listener cannot express is named: chains whose filters differ, inline
+    /// certificates, a TLS chain beside a cleartext one.
+    func testTLSChainsSluiceCannotMergeAreUnsupported() throws {
+        let a = try placeholder("a.pem"), ak = try placeholder("a.key")
+        let differing = tlsBootstrap(tlsChain("a.test", cert: a, key: ak) + "\n" + tlsChain("b.test", cert: a, key: ak, filters: "stat_prefix: other"))
+        XCTAssertTrue(try EnvoyTranslation.translate(yaml: differing).unsupported.contains { $0.keyPath.hasSuffix("filter_chains[1].filters") })
+        let inline = tlsBootstrap(tlsChain("a.test", cert: a, key: ak).replacingOccurrences(of: "certificate_chain: { filename: \(a) }", with: "certificate_chain: { inline_string: x }"))
+        XCTAssertThrowsError(try EnvoyTranslation.translate(yaml: inline)) { error in
+            XCTAssertTrue("\(error)".contains("inline_string"), "\(error)")
+        }
+    }
+
+    /// A cluster's UpstreamTlsContext and HTTP/2 options, with Envoy's client defaults: no
+    /// verification without a validation context, TLS 1.2 at most.
+    func testUpstreamTLSAndHTTP2Options() throws {
+        let ca = try placeholder("ca.pem")
+        let yaml = bootstrap.replacingOccurrences(of: "    circuit_breakers: { thresholds: [{ max_connections: 10 }] }\n", with: """
+                typed_extension_protocol_options:
+                  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+                    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+                    explicit_http_config: { http2_protocol_options: {} }
+                transport_socket:
+                  name: envoy.transport_sockets.tls
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+                    sni: api.example.com
+
+            """).replacingOccurrences(of: """
+                health_checks:
+                - timeout: 1s
+                  interval: 5s
+                  unhealthy_threshold: 2
+                  healthy_threshold: 1
+                  http_health_check: { path: /healthz }
+            """, with: "")
+        let cluster = try EnvoyTranslation.translate(yaml: yaml).config.clusters[0]
+        XCTAssertEqual(cluster.upstreamProtocol, .http2)
+        let tls = try XCTUnwrap(cluster.tls)
+        XCTAssertEqual(tls.serverName, "api.example.com")
+        XCTAssertFalse(tls.verify)
+        XCTAssertEqual(tls.maximumVersion, .tls1_2)
+        let verified = yaml.replacingOccurrences(of: "sni: api.example.com", with: "sni: api.example.com\n        common_tls_context: { validation_context: { trusted_ca: { filename: \(ca) } } }")
+        let checked = try XCTUnwrap(try EnvoyTranslation.translate(yaml: verified).config.clusters[0].tls)
+        XCTAssertTrue(checked.verify)
+        XCTAssertFalse(checked.verifyName, "Envoy checks no name without SAN matchers")
+        XCTAssertEqual(checked.trustedCA, ca)
+    }
 }

@@ -253,6 +253,51 @@ final class TLSTests: XCTestCase {
         XCTAssertGreaterThan(result.ok, 5)
     }
 
+    /// A renewed certificate is picked up by the file watcher alone (as a certificate manager
+    /// renaming new files into place would trigger it), without a signal or an admin call.
+    func testARenewedCertificateFileIsPickedUpByTheWatcher() async throws {
+        let dir = certs.dir.appendingPathComponent("watched")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        func install(_ name: String) throws {
+            for ext in ["pem", "key"] {
+                let tmp = dir.appendingPathComponent("tmp.\(ext)").path
+                try? FileManager.default.removeItem(atPath: tmp)
+                try FileManager.default.copyItem(atPath: certs.path("\(name).\(ext)"), toPath: tmp)
+                _ = rename(tmp, dir.appendingPathComponent("live.\(ext)").path)
+            }
+        }
+        try install("alpha")
+        let configFile = dir.appendingPathComponent("sluice.yaml").path
+        try """
+            admin: { address: 127.0.0.1:0 }
+            access_log: { format: off }
+            listeners:
+              - name: main
+                address: 127.0.0.1:0
+                tls: { certificates: [{ certificate_chain: live.pem, private_key: live.key }] }
+                routes: [{ match: { prefix: / }, cluster: origin }]
+            clusters:
+              - { name: origin, endpoints: ["127.0.0.1:\(upstream.port)"] }
+            """.write(toFile: configFile, atomically: true, encoding: .utf8)
+        var logger = Logger(label: "sluice-test")
+        logger.logLevel = .critical
+        let server = SluiceServer(config: try ConfigLoader.load(file: configFile), workers: 1, logger: logger)
+        server.configPath = configFile
+        try await server.start()
+        server.watchFiles()
+        let port = server.address(ofListener: "main")!.port!
+        let before = try await tlsHandshake(port: port, serverName: "beta.test", verify: false)
+        XCTAssertTrue(before.peerCommonNames.contains("alpha.test"))
+        try install("beta")
+        var renewed = false
+        for _ in 0..<50 where !renewed {
+            try await Task.sleep(for: .milliseconds(100))
+            renewed = try await tlsHandshake(port: port, serverName: "beta.test", verify: false).peerCommonNames == ["beta.test"]
+        }
+        await server.shutdown(drainTimeout: .seconds(1))
+        XCTAssertTrue(renewed, "the watcher did not load the renewed certificate within 5 s")
+    }
+
     /// A client that stalls in the handshake is cut at request_headers_timeout; bytes that
     /// are not TLS are refused; both are counted, and nothing else is disturbed.
     func testBrokenHandshakesAreBoundedAndCounted() async throws {
