@@ -61,6 +61,15 @@ static long get_shared_counter(const char *key) {
     return atol(tmp);
 }
 
+/* A property as the tests compare it: "status:hex" (values may be binary), cut to fit `out`. */
+static void property_status_hex(const char *path, size_t path_len, char *out, size_t cap) {
+    char *value = NULL; size_t n = 0;
+    pw_status st = proxy_get_property(path, path_len, &value, &n);
+    int o = snprintf(out, cap, "%d:", st);
+    for (size_t b = 0; b < n && o < (int)cap - 3; b++) o += snprintf(out + o, cap - o, "%02x", (unsigned char)value[b]);
+    free(value);
+}
+
 PW_EXPORT(proxy_on_vm_start) uint32_t on_vm_start(uint32_t root, uint32_t size) {
     pw_log(PW_INFO, "conformance filter: vm start");
     return 1;
@@ -252,11 +261,8 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
         for (int k = 0; k < 12; k++) {
             /* Whole structs and messages: Envoy's map order is unspecified, so only with -all. */
             if ((k == 8 || k == 9) && !is(ctx, "meta-props-all")) continue;
-            char *value = NULL; size_t n = 0;
-            pw_status st = proxy_get_property(paths[k], lens[k], &value, &n);
-            char out[600]; int o = snprintf(out, sizeof out, "%d:", st);
-            for (size_t b = 0; b < n && o < (int)sizeof out - 3; b++) o += snprintf(out + o, sizeof out - o, "%02x", (unsigned char)value[b]);
-            free(value);
+            char out[600];
+            property_status_hex(paths[k], lens[k], out, sizeof out);
             char name[16]; snprintf(name, sizeof name, "x-meta-%d", k);
             pw_add_header(PW_REQUEST_HEADERS, name, out);
         }
@@ -276,11 +282,7 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
         static char names[12][8];
         const char *keys[12], *vals[12];
         for (int k = 0; k < 12; k++) {
-            char *value = NULL; size_t n = 0;
-            pw_status st = proxy_get_property(paths[k], lens[k], &value, &n);
-            int o = snprintf(values[k], sizeof values[k], "%d:", st);
-            for (size_t b = 0; b < n && o < (int)sizeof values[k] - 3; b++) o += snprintf(values[k] + o, sizeof values[k] - o, "%02x", (unsigned char)value[b]);
-            free(value);
+            property_status_hex(paths[k], lens[k], values[k], sizeof values[k]);
             snprintf(names[k], sizeof names[k], "x-p-%d", k);
             keys[k] = names[k];
             vals[k] = values[k];
@@ -484,11 +486,8 @@ PW_EXPORT(proxy_on_response_headers) uint32_t on_response_headers(uint32_t ctx, 
         };
         static const size_t lens[] = {20, 33, 34, 33, 33, 39};
         for (int k = 0; k < 6; k++) {
-            char *value = NULL; size_t n = 0;
-            pw_status st = proxy_get_property(paths[k], lens[k], &value, &n);
-            char out[300]; int o = snprintf(out, sizeof out, "%d:", st);
-            for (size_t b = 0; b < n && o < (int)sizeof out - 3; b++) o += snprintf(out + o, sizeof out - o, "%02x", (unsigned char)value[b]);
-            free(value);
+            char out[300];
+            property_status_hex(paths[k], lens[k], out, sizeof out);
             char name[16]; snprintf(name, sizeof name, "x-up-%d", k);
             pw_add_header(PW_RESPONSE_HEADERS, name, out);
         }
