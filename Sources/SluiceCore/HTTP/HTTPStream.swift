@@ -281,6 +281,12 @@ final class HTTPStream {
         }
     }
 
+    /// The client can take response bytes again: the upstream is read again unless a filter
+    /// still holds too much.
+    func downstreamBecameWritable() {
+        if !chain.responseAboveWatermark { chain.router.resumeUpstreamReads() }
+    }
+
     /// The upstream connection's TLS, for the `upstream.*` TLS properties (filters only).
     func upstreamConnected(tls: TLSDetails) {
         filterData?.info.upstreamTLS = tls

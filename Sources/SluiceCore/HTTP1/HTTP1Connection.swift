@@ -215,9 +215,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler, Stre
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if case .closing = state { closingSince = .now() }  // the last response is still moving
-        if context.channel.isWritable, let stream, !stream.chain.responseAboveWatermark {
-            stream.chain.router.resumeUpstreamReads()
-        }
+        if context.channel.isWritable { stream?.downstreamBecameWritable() }
         context.fireChannelWritabilityChanged()
     }
 

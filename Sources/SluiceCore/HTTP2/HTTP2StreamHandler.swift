@@ -91,9 +91,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, StreamDownstream {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, let stream, !stream.chain.responseAboveWatermark {
-            stream.chain.router.resumeUpstreamReads()
-        }
+        if context.channel.isWritable { stream?.downstreamBecameWritable() }
         context.fireChannelWritabilityChanged()
     }
 
