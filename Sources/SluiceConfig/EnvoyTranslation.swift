@@ -97,6 +97,12 @@ private final class Translator {
 
     func mark(_ node: Node?) -> (Int, Int) { (node?.mark?.line ?? 1, node?.mark?.column ?? 1) }
 
+    /// A field Sluice does not implement, at the node's position.
+    func reportUnsupported(_ node: Node?, _ path: String, _ message: String) {
+        let (l, c) = mark(node)
+        unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: path, message: message, severity: .unsupported))
+    }
+
     func error(_ node: Node?, _ path: String, _ message: String) {
         let (l, c) = mark(node)
         errors.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: path, message: message))
@@ -110,9 +116,7 @@ private final class Translator {
             guard let raw = k.scalar?.string else { continue }
             let key = EnvoyNames.snakeCase(raw)
             if !known.contains(key) && key != "@type" {
-                let (l, c) = mark(k)
-                let p = path.isEmpty ? key : "\(path).\(key)"
-                unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: p, message: "not supported by Sluice: \(describe(v))", severity: .unsupported))
+                reportUnsupported(k, path.isEmpty ? key : "\(path).\(key)", "not supported by Sluice: \(describe(v))")
             }
         }
     }
@@ -273,8 +277,7 @@ private final class Translator {
             check(ext, epath, known: ["name", "typed_config"])
             let (kind, typed, typedPath) = resolveExtension(ext, epath)
             guard case .wasmService = kind, let typed else {
-                let (l, c) = mark(ext)
-                unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: epath, message: "bootstrap extension '\(kind.label)' is not supported", severity: .unsupported))
+                reportUnsupported(ext, epath, "bootstrap extension '\(kind.label)' is not supported")
                 continue
             }
             // envoy.bootstrap.wasm: a Wasm service, only a root context, on the main thread
@@ -330,8 +333,7 @@ private final class Translator {
                 if let typed { check(typed, typedPath, known: []) }
                 inspectsServerName = true
             } else {
-                let (l, c) = mark(f)
-                unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: fpath, message: "listener filter '\(kind.label)' is not supported", severity: .unsupported))
+                reportUnsupported(f, fpath, "listener filter '\(kind.label)' is not supported")
             }
         }
         let tls = translateFilterChainTLS(chains, path, inspectsServerName: inspectsServerName)
@@ -355,8 +357,7 @@ private final class Translator {
                     listener.tcpCluster = str(typed, "cluster")
                 }
             default:
-                let (l, c) = mark(f)
-                unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: fpath, message: "network filter '\(kind.label)' is not supported", severity: .unsupported))
+                reportUnsupported(f, fpath, "network filter '\(kind.label)' is not supported")
             }
         }
         return listener
@@ -377,9 +378,7 @@ private final class Translator {
             if i > 0 {
                 check(chain, cpath, known: ["filters", "filter_chain_match", "transport_socket", "name"])
                 if filters[i] != filters[0] {
-                    let (l, c) = mark(chain)
-                    unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: cpath + ".filters",
-                        message: "filter chains with different filters are not supported (Sluice runs one set of filters per listener; chains may differ in server_names and certificates)", severity: .unsupported))
+                    reportUnsupported(chain, cpath + ".filters", "filter chains with different filters are not supported (Sluice runs one set of filters per listener; chains may differ in server_names and certificates)")
                 }
             }
             var serverNames: [String] = []
@@ -399,8 +398,7 @@ private final class Translator {
             let (kind, typed, typedPath) = resolveExtension(socket, cpath + ".transport_socket")
             guard case .downstreamTLS = kind, let typed else {
                 if case .downstreamTLS = kind {} else {
-                    let (l, c) = mark(socket)
-                    unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: cpath + ".transport_socket", message: "transport socket '\(kind.label)' is not supported", severity: .unsupported))
+                    reportUnsupported(socket, cpath + ".transport_socket", "transport socket '\(kind.label)' is not supported")
                 }
                 continue
             }
@@ -409,9 +407,7 @@ private final class Translator {
             var comparable = context
             comparable.serverNames = []
             if let settings, settings != comparable {
-                let (l, c) = mark(typed)
-                unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: typedPath,
-                    message: "TLS settings that differ between filter chains are not supported (they must match \(settingsSource); certificates may differ)", severity: .unsupported))
+                reportUnsupported(typed, typedPath, "TLS settings that differ between filter chains are not supported (they must match \(settingsSource); certificates may differ)")
             } else if settings == nil {
                 settings = comparable
                 settingsSource = typedPath
@@ -419,8 +415,7 @@ private final class Translator {
         }
         guard var tls = settings else { return nil }
         if cleartextChains > 0 {
-            unsupported.append(ConfigDiagnostic(file: file, line: mark(chains[0]).0, column: mark(chains[0]).1, keyPath: path + ".filter_chains",
-                message: "a listener mixing TLS and cleartext filter chains is not supported", severity: .unsupported))
+            reportUnsupported(chains[0], path + ".filter_chains", "a listener mixing TLS and cleartext filter chains is not supported")
         }
         tls.serverNames = groups
         tls.inspectsServerName = inspectsServerName
@@ -450,9 +445,7 @@ private final class Translator {
             return nil
         }
         if certificates.count > 1 {
-            let (l, c) = mark(map(common, "tls_certificates"))
-            unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: cpath + ".tls_certificates[1]",
-                message: "more than one certificate per TLS context is not supported (use one filter chain per server name)", severity: .unsupported))
+            reportUnsupported(map(common, "tls_certificates"), cpath + ".tls_certificates[1]", "more than one certificate per TLS context is not supported (use one filter chain per server name)")
         }
         var tls = ListenerTLSConfig(serverNames: [TLSServerNameConfig(serverNames: serverNames, certificates: certificates)])
         tls.alpn = list(common, "alpn_protocols").compactMap { $0.scalar?.string }
@@ -593,8 +586,7 @@ private final class Translator {
                     listener.httpFilters.append(plugin.name)
                 }
             default:
-                let (l, c) = mark(f)
-                unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: fpath, message: "HTTP filter '\(kind.label)' is not supported", severity: .unsupported))
+                reportUnsupported(f, fpath, "HTTP filter '\(kind.label)' is not supported")
             }
         }
     }
@@ -709,8 +701,7 @@ private final class Translator {
             for (key, value) in m {
                 let opath = path + ".typed_extension_protocol_options." + (key.scalar?.string ?? "?")
                 guard let url = str(value, "@type"), case .httpProtocolOptions = EnvoyNames.resolve(typeURL: url) else {
-                    let (l, c) = mark(value)
-                    unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: opath, message: "protocol options other than HttpProtocolOptions are not supported", severity: .unsupported))
+                    reportUnsupported(value, opath, "protocol options other than HttpProtocolOptions are not supported")
                     continue
                 }
                 check(value, opath, known: ["explicit_http_config"])
@@ -729,8 +720,7 @@ private final class Translator {
         check(socket, spath, known: ["name", "typed_config"])
         let (kind, typed, typedPath) = resolveExtension(socket, spath)
         guard case .upstreamTLS = kind, let typed else {
-            let (l, c) = mark(socket)
-            unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: spath, message: "transport socket '\(kind.label)' is not supported on a cluster", severity: .unsupported))
+            reportUnsupported(socket, spath, "transport socket '\(kind.label)' is not supported on a cluster")
             return
         }
         check(typed, typedPath, known: ["sni", "common_tls_context"])
@@ -820,9 +810,7 @@ private final class Translator {
             check.unhealthyThreshold = Int(str(hc, "unhealthy_threshold") ?? "") ?? check.unhealthyThreshold
             if cluster.upstreamProtocol == .http2 {
                 // Sluice's checker speaks HTTP/1.1; Envoy's uses the cluster's protocol.
-                let (l, c) = mark(hc)
-                unsupported.append(ConfigDiagnostic(file: file, line: l, column: c, keyPath: path + ".health_checks[0]",
-                    message: "health checks on an HTTP/2 cluster are not supported", severity: .unsupported))
+                reportUnsupported(hc, path + ".health_checks[0]", "health checks on an HTTP/2 cluster are not supported")
             } else {
                 cluster.healthCheck = check
             }
