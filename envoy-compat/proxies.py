@@ -1,6 +1,7 @@
 """Helpers the envoy-compat runners share: finding Envoy, free loopback ports, waiting for a
-proxy's admin /ready, the echoing origin, sending one raw request and normalising the answer."""
-import json, os, shutil, socket, sys, sysconfig, time, urllib.request
+proxy's admin /ready, running a proxy for the length of a block, the echoing origin, sending
+one raw request and normalising the answer."""
+import contextlib, json, os, shutil, socket, subprocess, sys, sysconfig, time, urllib.request
 from http.server import BaseHTTPRequestHandler
 
 
@@ -33,6 +34,23 @@ def wait_ready(admin_port, proc, timeout=30):
             time.sleep(0.1)
     return False
 
+
+
+@contextlib.contextmanager
+def running(argv, admin_port, log_path):
+    """Runs a proxy (its output to log_path) for the length of a `with` block: yields True
+    once its admin answers /ready, False if it exited or never got ready; stops it after."""
+    log = open(log_path, "w")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield wait_ready(admin_port, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 # Headers each proxy adds on its own: not part of a filter's behaviour.
 VOLATILE = {"date", "server", "x-request-id", "x-forwarded-for", "x-forwarded-proto", "connection",

@@ -11,17 +11,15 @@ explained in known-differences.json (each explanation is also in docs/HOST-DIFFE
 import json, os, shutil, subprocess, sys, sysconfig, threading, time, urllib.request
 from http.server import ThreadingHTTPServer
 
-from proxies import VOLATILE, Origin, envoy_binary, free_port, normalise, send, wait_ready
+from proxies import VOLATILE, Origin, envoy_binary, free_port, normalise, running, send
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
 def run_proxy(argv, admin_port, config_path, requests, port, label):
-    log = open(os.path.join(HERE, "out", "%s.log" % label), "w")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        if not wait_ready(admin_port, proc):
+    with running(argv, admin_port, os.path.join(HERE, "out", "%s.log" % label)) as ready:
+        if not ready:
             return None, "%s did not start (see envoy-compat/out/%s.log)" % (argv[0], label)
         answers = []
         for r in requests:
@@ -32,14 +30,6 @@ def run_proxy(argv, admin_port, config_path, requests, port, label):
             else:
                 answers.append(normalise(send(port, r)))
         return answers, None
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
 
 def plugin_metrics(admin_port):
     """The filters' counters and gauges on /stats/prometheus (not the proxy's own envoy_* or

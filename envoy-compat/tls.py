@@ -14,7 +14,7 @@ case and "N passed, M failed"; exits 1 on any difference.
 import os, shutil, ssl, subprocess, sys, tempfile, threading
 from http.server import ThreadingHTTPServer
 
-from proxies import Origin, envoy_binary, free_port, wait_ready
+from proxies import Origin, envoy_binary, free_port, running
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -202,10 +202,8 @@ def run(argv, config, ports, certs, label):
     log_path = os.path.join(HERE, "out", "tls-%s.log" % label)
     with open(config, "w") as f:
         f.write(bootstrap(ports, certs, ports["origin"], ports["origin_tls"], ports["grpc"]))
-    log = open(log_path, "w")
-    proc = subprocess.Popen(argv + [config] if "envoy" in os.path.basename(argv[0]) else argv + [config], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        if not wait_ready(ports["admin"], proc):
+    with running(argv + [config], ports["admin"], log_path) as ready:
+        if not ready:
             return None, "%s did not start (see %s)" % (label, log_path)
         answers = [ask(c, ports, certs) for c in CASES]
         answers += [shown_certificate(ports, sni) for sni in ("alpha.test", "www.alpha.test", "beta.test")]
@@ -214,14 +212,6 @@ def run(argv, config, ports, certs, label):
         # response.grpc_status as the filter's on_log saw it, per status, over those calls.
         answers.append(ask(("grpc statuses", "plain", None, ["--http1.1", "-H", "x-test: grpc-read"]), ports, certs))
         return answers, None
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
 
 def main():
     if not os.path.exists(FILTER):
