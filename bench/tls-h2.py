@@ -39,11 +39,12 @@ The "busy" column (proxy CPU time / wall time) shows which case a cell is: near 
 worker, the proxy was the limit. h2load's TLS client (OpenSSL 3) costs more per handshake
 than either proxy, so the handshake rate is mostly client-bound on 2 cores.
 """
-import datetime, os, re, shutil, signal, statistics, subprocess, sys, tempfile, threading, time, urllib.request
+import datetime, os, re, shutil, statistics, subprocess, sys, tempfile, threading, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "envoy-compat"))
-from proxies import envoy_binary, free_port, wait_ready  # noqa: E402
+from proxies import envoy_binary, free_port  # noqa: E402
+from benchlib import Proxies, cpu_seconds, start_origin, stop_origin  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = float(os.environ.get("DURATION", "5"))
@@ -124,11 +125,6 @@ def sluice_binary():
         print("%s\n!!! WARNING: %s is a DEBUG build.\n!!! Its numbers are meaningless as results: use this run only to check the script.\n%s" % (bar, path, bar), flush=True)
     return path
 
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def h2load(args):
@@ -249,39 +245,11 @@ def main():
     bits = re.search(r"Public-Key: \((\d+) bit\)", x509)
     curve = re.search(r"NIST CURVE: (\S+)", x509)
     key_type = ("ECDSA %s" % curve.group(1) if curve else "ECDSA") if "id-ecPublicKey" in x509 else ("RSA %s" % bits.group(1) if bits else "RSA")
-    procs = []
+    proxies = Proxies(work)
     nginx = None
 
-    def start(cmd, admin, name):
-        log = os.path.join(work, "log-%s" % name)
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
-        procs.append(p)
-        if not wait_ready(admin, p, timeout=60):
-            sys.exit("did not start: %s\n%s" % (" ".join(cmd), open(log).read()[-3000:]))
-        return p
-
-    def stop(p):
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-        procs.remove(p)
-
     try:
-        upstream = free_port()
-        with open(os.path.join(work, "1k"), "w") as f:
-            f.write("x" * 1024)
-        with open(os.path.join(work, "nginx.conf"), "w") as f:
-            f.write("""worker_processes 1; daemon off; error_log %s/nginx.log warn; pid %s/nginx.pid;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:%d; location / { root %s; try_files /1k =404; } } }
-""" % (work, work, upstream, work))
-        nginx = subprocess.Popen(["nginx", "-c", os.path.join(work, "nginx.conf"), "-p", work], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        if nginx.poll() is not None:
-            sys.exit("nginx did not start:\n" + open(os.path.join(work, "nginx.log")).read()[-2000:])
+        nginx, upstream = start_origin(work)
 
         print("machine: %d cores; Envoy %s; Sluice %s" % (os.cpu_count(), envoy_version, sluice))
         print("certificate: %s (make_certs.py), ALPN [h2, http/1.1]; nginx origin, 1 KiB body; %d interleaved round(s) of %gs, medians"
@@ -307,7 +275,7 @@ http { access_log off; keepalive_requests 1000000;
                             sys.exit("%s does not run this bootstrap as Envoy does (fields listed above would be ignored), so the\n"
                                      "comparison would be meaningless: rebuild Sluice, or set ALLOW_UNSUPPORTED=1 to run it anyway." % sluice)
                         cmd.append("--allow-unsupported")
-                running[proxy] = start(cmd, ports[proxy]["admin"], "%s-%d" % (proxy, workers))
+                running[proxy] = proxies.start(cmd, ports[proxy]["admin"], "%s-%d" % (proxy, workers))
             results = {t: {"envoy": [], "sluice": []} for t in TESTS}
             for r in range(ROUNDS):
                 order = ("envoy", "sluice") if r % 2 == 0 else ("sluice", "envoy")
@@ -317,7 +285,7 @@ http { access_log off; keepalive_requests 1000000;
                         results[test][proxy].append(measure(test, proxy, running[proxy], ports[proxy], DURATION))
                 print("round %d/%d done (%d worker(s))" % (r + 1, ROUNDS, workers), flush=True)
             for p in list(running.values()):
-                stop(p)
+                proxies.stop(p)
             for test in TESTS:
                 rs = results[test]
                 failed = [proxy for proxy in rs if any(x.get("failed") for x in rs[proxy])]
@@ -359,7 +327,7 @@ http { access_log off; keepalive_requests 1000000;
               "| workers | test | Envoy /s | Sluice /s | S/E | Envoy CPU/unit | Sluice CPU/unit | CPU S/E | Envoy busy | Sluice busy |",
               "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for workers, test, med, failed, tls in rows:
-            label, unit = TEST_SPECS[test][0], TEST_SPECS[test][1]
+            label = TEST_SPECS[test][0]
             if failed:
                 md.append("| %d | %s | failed: %s (see the run's output) | | | | | | | |" % (workers, test, ", ".join(failed)))
                 continue
@@ -373,11 +341,9 @@ http { access_log off; keepalive_requests 1000000;
         with open(os.path.join(OUT, "tls-h2.md"), "w") as f:
             f.write(text + "\n")
     finally:
-        for p in procs:
-            p.kill()
+        proxies.kill_all()
         if nginx:
-            nginx.send_signal(signal.SIGQUIT)  # the master takes its workers with it
-            nginx.wait(10)
+            stop_origin(nginx)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -19,11 +19,12 @@ with Sluice/Envoy ratios and writes it to bench/out/vs-envoy.md.
   SLUICE_RUNTIME=wasmkit bench/vs-envoy.py   # Sluice on its interpreter: its copy of the
                                              # bootstrap names envoy.wasm.runtime.wamr (-> WasmKit)
 """
-import base64, hashlib, hmac, json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time
+import base64, hashlib, hmac, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "envoy-compat"))
-from proxies import envoy_binary, free_port, wait_ready  # noqa: E402
+from proxies import envoy_binary, free_port  # noqa: E402
+from benchlib import Proxies, cpu_seconds, start_origin, stop_origin  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = int(os.environ.get("DURATION", "5"))
@@ -89,11 +90,6 @@ WASM = """          - name: envoy.filters.http.wasm
 """
 
 
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 def to_us(v):
     m = re.match(r"([\d.]+)(us|ms|s)", v)
@@ -142,35 +138,11 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     work = tempfile.mkdtemp()
     os.chmod(work, 0o755)  # nginx workers run as nobody
-    procs = []
+    proxies = Proxies(work)
     nginx = None
 
-    def start(cmd, admin):
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "log-%d" % admin), "w"))
-        procs.append(p)
-        if not wait_ready(admin, p, timeout=60):
-            sys.exit("did not start: %s\n%s" % (" ".join(cmd), open(os.path.join(work, "log-%d" % admin)).read()[-3000:]))
-        return p
-
-    def stop(p):
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
     try:
-        upstream = free_port()
-        with open(os.path.join(work, "1k"), "w") as f:
-            f.write("x" * 1024)
-        with open(os.path.join(work, "nginx.conf"), "w") as f:
-            f.write("""worker_processes 1; daemon off; error_log %s/nginx.log warn; pid %s/nginx.pid;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:%d; location / { root %s; try_files /1k =404; } } }
-""" % (work, work, upstream, work))
-        nginx = subprocess.Popen(["nginx", "-c", os.path.join(work, "nginx.conf"), "-p", work], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
+        nginx, upstream = start_origin(work)
         print("machine: %d cores; wrk -t1 -c%d -d%ds, 1 KiB responses; %d interleaved rounds, medians" % (os.cpu_count(), CONNECTIONS, DURATION, ROUNDS))
         print("Sluice: %s %s (engine: %s)" % (SLUICE, " ".join(SLUICE_ARGS), SLUICE_RUNTIME))
         rows = []
@@ -192,7 +164,7 @@ http { access_log off; keepalive_requests 1000000;
                         cmd = [envoy, "-c", path, "--concurrency", str(workers), "-l", "warning", "--disable-hot-restart"]
                     else:
                         cmd = [SLUICE, "run", "--envoy-config", path, "--workers", str(workers), "--log-level", "warning", "--no-watch"] + SLUICE_ARGS
-                    running[proxy] = start(cmd, admin)
+                    running[proxy] = proxies.start(cmd, admin, str(admin))
                     ports[proxy] = port
                 results = {"envoy": [], "sluice": []}
                 for r in range(ROUNDS):
@@ -200,8 +172,7 @@ http { access_log off; keepalive_requests 1000000;
                     for proxy in order:
                         results[proxy].append(measure("%s (%s, %d workers)" % (proxy, name, workers), running[proxy], ports[proxy], header))
                 for p in running.values():
-                    stop(p)
-                    procs.remove(p)
+                    proxies.stop(p)
                 med = {proxy: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50", "p99", "cpu_us")} for proxy, rs in results.items()}
                 failed = [proxy for proxy, rs in results.items() if any(x.get("failed") for x in rs)]
                 if failed:
@@ -230,11 +201,9 @@ http { access_log off; keepalive_requests 1000000;
         with open(os.path.join(OUT, "vs-envoy.md"), "w") as f:
             f.write(table + "\n")
     finally:
-        for p in procs:
-            p.kill()
+        proxies.kill_all()
         if nginx:
-            nginx.send_signal(signal.SIGQUIT)  # the master takes its workers with it
-            nginx.wait(10)
+            stop_origin(nginx)
         shutil.rmtree(work, ignore_errors=True)
 
 
