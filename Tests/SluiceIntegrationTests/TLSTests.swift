@@ -181,34 +181,8 @@ final class TLSTests: XCTestCase {
     /// request fails, new handshakes get the new certificate, and a broken certificate is
     /// refused while the one before keeps serving.
     func testCertificatesReloadUnderLoadWithoutFailures() async throws {
-        let dir = certs.dir.appendingPathComponent("live")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        func install(_ name: String) throws {
-            for ext in ["pem", "key"] {
-                let tmp = dir.appendingPathComponent("tmp.\(ext)").path
-                try? FileManager.default.removeItem(atPath: tmp)
-                try FileManager.default.copyItem(atPath: certs.path("\(name).\(ext)"), toPath: tmp)
-                _ = rename(tmp, dir.appendingPathComponent("live.\(ext)").path)
-            }
-        }
-        try install("alpha")
-        let configFile = dir.appendingPathComponent("sluice.yaml").path
-        try """
-            admin: { address: 127.0.0.1:0 }
-            access_log: { format: off }
-            listeners:
-              - name: main
-                address: 127.0.0.1:0
-                tls: { certificates: [{ certificate_chain: live.pem, private_key: live.key }] }
-                routes: [{ match: { prefix: / }, cluster: origin }]
-            clusters:
-              - { name: origin, endpoints: ["127.0.0.1:\(upstream.port)"] }
-            """.write(toFile: configFile, atomically: true, encoding: .utf8)
-        var logger = Logger(label: "sluice-test")
-        logger.logLevel = .critical
-        let server = SluiceServer(config: try ConfigLoader.load(file: configFile), workers: 2, logger: logger)
-        server.configPath = configFile
-        try await server.start()
+        let live = try LiveCertificate(certs, folder: "live")
+        let server = try await live.startServer(upstreamPort: upstream.port, workers: 2)
         let port = server.address(ofListener: "main")!.port!
 
         // Load: new TLS connections (each a handshake) and requests, without pause.
@@ -226,19 +200,19 @@ final class TLSTests: XCTestCase {
         let before = try await tlsHandshake(port: port, serverName: "beta.test", verify: false)
         XCTAssertTrue(before.peerCommonNames.contains("alpha.test"))
 
-        try install("beta")
+        try live.install("beta")
         let outcome = await server.reload()
         XCTAssertTrue(outcome.ok, "\(outcome.errors)")
         let after = try await tlsHandshake(port: port, serverName: "beta.test", verify: false)
         XCTAssertEqual(after.peerCommonNames, ["beta.test"])
 
         // A key that does not belong to the certificate, then garbage: both refused.
-        try FileManager.default.copyItem(atPath: self.certs.path("alpha.key"), toPath: dir.appendingPathComponent("wrong.key").path)
-        _ = rename(dir.appendingPathComponent("wrong.key").path, dir.appendingPathComponent("live.key").path)
+        try FileManager.default.copyItem(atPath: self.certs.path("alpha.key"), toPath: live.dir.appendingPathComponent("wrong.key").path)
+        _ = rename(live.dir.appendingPathComponent("wrong.key").path, live.dir.appendingPathComponent("live.key").path)
         let mismatched = await server.reload()
         XCTAssertFalse(mismatched.ok)
         XCTAssertTrue(mismatched.errors.joined().contains("listeners[0].tls.certificates[0]"), "\(mismatched.errors)")
-        try "not a certificate".write(toFile: dir.appendingPathComponent("live.pem").path, atomically: true, encoding: .utf8)
+        try "not a certificate".write(toFile: live.dir.appendingPathComponent("live.pem").path, atomically: true, encoding: .utf8)
         let garbage = await server.reload()
         XCTAssertFalse(garbage.ok)
         XCTAssertTrue(garbage.errors.joined().contains("certificate_chain"), "\(garbage.errors)")
@@ -256,39 +230,13 @@ final class TLSTests: XCTestCase {
     /// A renewed certificate is picked up by the file watcher alone (as a certificate manager
     /// renaming new files into place would trigger it), without a signal or an admin call.
     func testARenewedCertificateFileIsPickedUpByTheWatcher() async throws {
-        let dir = certs.dir.appendingPathComponent("watched")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        func install(_ name: String) throws {
-            for ext in ["pem", "key"] {
-                let tmp = dir.appendingPathComponent("tmp.\(ext)").path
-                try? FileManager.default.removeItem(atPath: tmp)
-                try FileManager.default.copyItem(atPath: certs.path("\(name).\(ext)"), toPath: tmp)
-                _ = rename(tmp, dir.appendingPathComponent("live.\(ext)").path)
-            }
-        }
-        try install("alpha")
-        let configFile = dir.appendingPathComponent("sluice.yaml").path
-        try """
-            admin: { address: 127.0.0.1:0 }
-            access_log: { format: off }
-            listeners:
-              - name: main
-                address: 127.0.0.1:0
-                tls: { certificates: [{ certificate_chain: live.pem, private_key: live.key }] }
-                routes: [{ match: { prefix: / }, cluster: origin }]
-            clusters:
-              - { name: origin, endpoints: ["127.0.0.1:\(upstream.port)"] }
-            """.write(toFile: configFile, atomically: true, encoding: .utf8)
-        var logger = Logger(label: "sluice-test")
-        logger.logLevel = .critical
-        let server = SluiceServer(config: try ConfigLoader.load(file: configFile), workers: 1, logger: logger)
-        server.configPath = configFile
-        try await server.start()
+        let live = try LiveCertificate(certs, folder: "watched")
+        let server = try await live.startServer(upstreamPort: upstream.port, workers: 1)
         server.watchFiles()
         let port = server.address(ofListener: "main")!.port!
         let before = try await tlsHandshake(port: port, serverName: "beta.test", verify: false)
         XCTAssertTrue(before.peerCommonNames.contains("alpha.test"))
-        try install("beta")
+        try live.install("beta")
         var renewed = false
         for _ in 0..<50 where !renewed {
             try await Task.sleep(for: .milliseconds(100))
@@ -354,6 +302,53 @@ final class TLSTests: XCTestCase {
         } catch {
             XCTAssertTrue("\(error)".contains("listeners[0].tls.certificates[1].certificate_chain"), "\(error)")
         }
+    }
+}
+
+/// A TLS listener's certificate as files a deploy tool replaces: `live.pem` and `live.key` in
+/// their own folder, swapped by renaming new ones into place, with a config file beside them.
+struct LiveCertificate {
+    let certs: TestCertificates
+    let dir: URL
+
+    /// The folder, holding alpha.test's certificate to start with.
+    init(_ certs: TestCertificates, folder: String) throws {
+        self.certs = certs
+        dir = certs.dir.appendingPathComponent(folder)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try install("alpha")
+    }
+
+    func install(_ name: String) throws {
+        for ext in ["pem", "key"] {
+            let tmp = dir.appendingPathComponent("tmp.\(ext)").path
+            try? FileManager.default.removeItem(atPath: tmp)
+            try FileManager.default.copyItem(atPath: certs.path("\(name).\(ext)"), toPath: tmp)
+            _ = rename(tmp, dir.appendingPathComponent("live.\(ext)").path)
+        }
+    }
+
+    /// A server on a config file that names the live certificate (so `reload()` and the
+    /// file watcher can read it again).
+    func startServer(upstreamPort: Int, workers: Int) async throws -> SluiceServer {
+        let configFile = dir.appendingPathComponent("sluice.yaml").path
+        try """
+            admin: { address: 127.0.0.1:0 }
+            access_log: { format: off }
+            listeners:
+              - name: main
+                address: 127.0.0.1:0
+                tls: { certificates: [{ certificate_chain: live.pem, private_key: live.key }] }
+                routes: [{ match: { prefix: / }, cluster: origin }]
+            clusters:
+              - { name: origin, endpoints: ["127.0.0.1:\(upstreamPort)"] }
+            """.write(toFile: configFile, atomically: true, encoding: .utf8)
+        var logger = Logger(label: "sluice-test")
+        logger.logLevel = .critical
+        let server = SluiceServer(config: try ConfigLoader.load(file: configFile), workers: workers, logger: logger)
+        server.configPath = configFile
+        try await server.start()
+        return server
     }
 }
 
