@@ -99,6 +99,23 @@ public enum DataAction: Sendable, Equatable {
     }
 }
 
+/// What a TCP callback asked for (proxy_on_new_connection, _downstream_data, _upstream_data):
+/// Envoy's network FilterStatus. Anything but 0 stops.
+public enum NetworkAction: Sendable, Equatable {
+    /// The data (or the new connection) goes on to the next filter.
+    case `continue`
+    /// Iteration stops here; the data stays in the connection's buffer, and the next callback
+    /// in that direction sees it again with whatever arrived since.
+    case stopIteration
+
+    init(raw: UInt64?) { self = (raw ?? 0) == 0 ? .continue : .stopIteration }
+}
+
+/// Which side closed a connection (proxy_on_*_connection_close's peer type).
+public enum PeerType: UInt32, Sendable {
+    case unknown = 0, local, remote
+}
+
 /// What a trailers callback asked for (FilterTrailersStatus).
 public enum TrailersAction: Sendable, Equatable {
     case `continue`, stop

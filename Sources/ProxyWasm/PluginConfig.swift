@@ -38,6 +38,14 @@ public protocol PluginServices: AnyObject {
     var logLevel: LogLevel { get }
     /// Starts an HTTP callout; the response is delivered later with `PluginVM.deliverHTTPCallResponse`.
     func httpCall(vm: PluginVM, token: UInt32, upstream: String, headers: [(String, String)], body: [UInt8], trailers: [(String, String)], timeoutMs: UInt32) -> WasmResult
+    /// Whether `name` is a cluster callouts can reach.
+    func hasCluster(_ name: String) -> Bool
+    /// Starts a gRPC callout; its events arrive through `PluginVM.deliverGrpc…`.
+    func grpcStart(vm: PluginVM, token: UInt32, request: GrpcCalloutRequest) -> WasmResult
+    /// Sends a message on a gRPC stream (nil: only the end of the stream).
+    func grpcSend(token: UInt32, message: [UInt8]?, endStream: Bool)
+    /// Resets a gRPC callout; nothing more is delivered for it.
+    func grpcCancel(token: UInt32)
     /// Sets (0 disables) the tick period of the VM's root context.
     func setTickPeriod(vm: PluginVM, milliseconds: UInt32)
     /// Runs `work` on this VM's thread soon, outside any guest call.

@@ -77,6 +77,10 @@ public final class PluginVM {
     /// The HTTP-call response being delivered, readable only inside its callback.
     var httpCallResponse: (headers: HeaderMap, body: [UInt8], trailers: HeaderMap)?
     var lastStatus: (code: UInt32, message: String) = (0, "")
+    /// gRPC callouts in flight, and what their current callback may read.
+    var grpcCallouts: [UInt32: GrpcCallout] = [:]
+    var grpcMessage: [UInt8]?
+    var grpcMetadata: HeaderMap?
     var nextCalloutToken: UInt32 = 1
     public private(set) var pendingCallouts: Set<UInt32> = []
     var rootDonePending = false
@@ -163,6 +167,10 @@ public final class PluginVM {
         f.onUpstreamData = try get("proxy_on_upstream_data", 3, 1)
         f.onDownstreamClose = try get("proxy_on_downstream_connection_close", 2, 0)
         f.onUpstreamClose = try get("proxy_on_upstream_connection_close", 2, 0)
+        f.onGrpcInitialMetadata = try get("proxy_on_grpc_receive_initial_metadata", 3, 0)
+        f.onGrpcReceive = try get("proxy_on_grpc_receive", 3, 0)
+        f.onGrpcTrailingMetadata = try get("proxy_on_grpc_receive_trailing_metadata", 3, 0)
+        f.onGrpcClose = try get("proxy_on_grpc_close", 3, 0)
         self.fns = f
         box.vm = self
         try runEntryPoint()
@@ -356,9 +364,7 @@ public final class PluginVM {
     /// Creates a stream context (the lazily created context of an HTTP stream).
     public func createStream(data: HTTPStreamData, actions: HTTPStreamActions, root: UInt32? = nil) -> UInt32 {
         let root = root ?? rootContextID
-        var id = nextContextID
-        while streams[id] != nil || id == 0 || isRootContext(id) { id &+= 1 }
-        nextContextID = id &+ 1
+        let id = nextStreamID()
         let stream = StreamContext(id: id, data: data, actions: actions, rootID: root)
         streams[id] = stream
         call(fns.onContextCreate, "proxy_on_context_create", context: id, GuestArgs(UInt64(id), UInt64(root)))
@@ -429,6 +435,55 @@ public final class PluginVM {
         streams[id] = nil
     }
 
+    // MARK: TCP connections
+
+    /// Creates the context of a TCP connection (proxy_on_context_create); the connection's
+    /// callbacks follow.
+    public func createConnection(data: NetworkConnectionData, actions: NetworkConnectionActions, root: UInt32? = nil) -> UInt32 {
+        let root = root ?? rootContextID
+        let id = nextStreamID()
+        streams[id] = StreamContext(id: id, connection: data, actions: actions, rootID: root)
+        call(fns.onContextCreate, "proxy_on_context_create", context: id, GuestArgs(UInt64(id), UInt64(root)))
+        return id
+    }
+
+    public func onNewConnection(_ id: UInt32) -> NetworkAction {
+        NetworkAction(raw: call(fns.onNewConnection, "proxy_on_new_connection", context: id, GuestArgs(UInt64(id))))
+    }
+
+    public func onDownstreamData(_ id: UInt32, size: Int, endOfStream: Bool) -> NetworkAction {
+        NetworkAction(raw: call(fns.onDownstreamData, "proxy_on_downstream_data", context: id, GuestArgs(UInt64(id), UInt64(size), endOfStream ? 1 : 0)))
+    }
+
+    public func onUpstreamData(_ id: UInt32, size: Int, endOfStream: Bool) -> NetworkAction {
+        NetworkAction(raw: call(fns.onUpstreamData, "proxy_on_upstream_data", context: id, GuestArgs(UInt64(id), UInt64(size), endOfStream ? 1 : 0)))
+    }
+
+    public func onDownstreamConnectionClose(_ id: UInt32, peer: PeerType) {
+        call(fns.onDownstreamClose, "proxy_on_downstream_connection_close", context: id, GuestArgs(UInt64(id), UInt64(peer.rawValue)))
+    }
+
+    public func onUpstreamConnectionClose(_ id: UInt32, peer: PeerType) {
+        call(fns.onUpstreamClose, "proxy_on_upstream_connection_close", context: id, GuestArgs(UInt64(id), UInt64(peer.rawValue)))
+    }
+
+    /// End of a TCP connection, in Envoy's order for network filters (its onCloseTCP):
+    /// on_done, on_log, on_delete.
+    public func finishConnection(_ id: UInt32) {
+        guard streams[id] != nil else { return }
+        call(fns.onDone, "proxy_on_done", context: id, GuestArgs(UInt64(id)))
+        call(fns.onLog, "proxy_on_log", context: id, GuestArgs(UInt64(id)))
+        call(fns.onDelete, "proxy_on_delete", context: id, GuestArgs(UInt64(id)))
+        streams[id] = nil
+    }
+
+    private func nextStreamID() -> UInt32 {
+        var id = nextContextID
+        while streams[id] != nil || id == 0 || isRootContext(id) { id &+= 1 }
+        nextContextID = id &+ 1
+        return id
+    }
+
     // MARK: root-context events
 
     public func onTick(root: UInt32? = nil) {
@@ -467,6 +522,9 @@ public final class PluginVM {
         return token
     }
 
+    /// gRPC callouts keep their root in `grpcCallouts`.
+    func forgetCalloutRoot(_ token: UInt32) { calloutRoots[token] = nil }
+
     func forgetCallout(_ token: UInt32) {
         pendingCallouts.remove(token)
         calloutRoots[token] = nil
@@ -478,20 +536,71 @@ public final class PluginVM {
     public var memoryBytes: Int { memory.byteCount }
 }
 
-/// The per-stream state of one VM: its context id, and the stream it acts on.
+/// The per-stream state of one VM: its context id, and the stream it acts on: an HTTP
+/// stream (headers, bodies, trailers) or a TCP connection (downstream and upstream bytes).
+/// Hostcalls ask for the capability they need (`http`, `network`); a context of the other
+/// kind answers as Envoy's does when that capability is absent.
 final class StreamContext {
+    enum Kind {
+        case http(HTTPStreamData)
+        case network(NetworkConnectionData)
+    }
+
     let id: UInt32
-    let data: HTTPStreamData
+    let kind: Kind
     weak var actions: HTTPStreamActions?
+    weak var networkActions: NetworkConnectionActions?
     var localResponseSent = false
     /// The root context (plugin) this stream belongs to.
     let rootID: UInt32
 
     init(id: UInt32, data: HTTPStreamData, actions: HTTPStreamActions, rootID: UInt32) {
         self.id = id
-        self.data = data
+        self.kind = .http(data)
         self.actions = actions
         self.rootID = rootID
+    }
+
+    init(id: UInt32, connection: NetworkConnectionData, actions: NetworkConnectionActions, rootID: UInt32) {
+        self.id = id
+        self.kind = .network(connection)
+        self.networkActions = actions
+        self.rootID = rootID
+    }
+
+    /// The HTTP stream's data; nil on a TCP connection's context.
+    var http: HTTPStreamData? {
+        if case .http(let data) = kind { return data }
+        return nil
+    }
+
+    /// The TCP connection's data; nil on an HTTP stream's context.
+    var network: NetworkConnectionData? {
+        if case .network(let data) = kind { return data }
+        return nil
+    }
+
+    var info: StreamInfo {
+        switch kind {
+        case .http(let data): return data.info
+        case .network(let data): return data.info
+        }
+    }
+
+    /// Values set with proxy_set_property (Envoy's filter state of the stream or connection).
+    var filterState: [String: [UInt8]] {
+        get {
+            switch kind {
+            case .http(let data): return data.filterState
+            case .network(let data): return data.filterState
+            }
+        }
+        set {
+            switch kind {
+            case .http(let data): data.filterState = newValue
+            case .network(let data): data.filterState = newValue
+            }
+        }
     }
 }
 

@@ -22,6 +22,28 @@ public final class HTTPStreamData {
     public init(info: StreamInfo) { self.info = info }
 }
 
+/// What network (TCP) filters read and change on one connection: the bytes waiting in each
+/// direction, lent to the current callback, and the connection's facts.
+public final class NetworkConnectionData {
+    /// Bytes from the client not yet past the filters (DownstreamData).
+    public var downstreamData = StreamBody()
+    /// Bytes towards the client not yet past the filters (UpstreamData).
+    public var upstreamData = StreamBody()
+    public var filterState: [String: [UInt8]] = [:]
+    public let info: StreamInfo
+
+    public init(info: StreamInfo) { self.info = info }
+}
+
+/// Actions a network filter can take on its connection; carried out after the callback.
+public protocol NetworkConnectionActions: AnyObject {
+    /// proxy_continue_stream(Downstream): data held by this filter goes on.
+    func continueDownstream()
+    /// proxy_close_stream(Downstream or Upstream): the connection closes once what was
+    /// already written is flushed (Envoy's FlushWrite).
+    func closeConnection(_ type: StreamType)
+}
+
 /// Bytes the proxy owns (a network buffer), lent to the host for reading in place.
 public protocol BodyBytes {
     var byteCount: Int { get }

@@ -5,12 +5,16 @@ extension PluginVM {
         func bytes(_ array: [UInt8]) -> R { array.withUnsafeBytes(body) }
         switch type {
         case .requestBody, .responseBody:
-            guard let data = effectiveStream?.data else { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+            guard let data = effectiveStream?.http else { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
             return (type == .requestBody ? data.requestBody : data.responseBody).withBytes(body)
+        case .downstreamData, .upstreamData:
+            guard let data = effectiveStream?.network else { return nil }
+            return (type == .downstreamData ? data.downstreamData : data.upstreamData).withBytes(body)
         case .vmConfiguration: return bytes(identity.vmConfiguration)
         case .pluginConfiguration: return configurationReadable ? bytes(identity.pluginConfiguration) : nil
         case .httpCallResponseBody: return httpCallResponse.map { bytes($0.body) }
-        case .downstreamData, .upstreamData, .grpcMessage, .foreignFunctionArguments: return nil
+        case .grpcMessage: return grpcMessage.map { bytes($0) }
+        case .foreignFunctionArguments: return nil
         }
     }
 
@@ -34,12 +38,11 @@ extension PluginVM {
 
     /// Envoy's semantics, which SDKs rely on: start 0 drains `size` bytes from the front and
     /// prepends the data (so (0, len) replaces, (0, 0) prepends); start >= length appends;
-    /// anything else is refused. Configuration and call-result buffers are read-only.
+    /// anything else is refused. Configuration and call-result buffers are read-only. The
+    /// same rules hold for a TCP connection's DownstreamData and UpstreamData.
     func setBufferBytes(_ type: UInt32, _ start: UInt32, _ size: UInt32, _ ptr: UInt32, _ len: UInt32) -> WasmResult {
         guard let type = BufferType(rawValue: type) else { return .badArgument }
         guard let new = bytes(ptr, len) else { return .invalidMemoryAccess }
-        guard type == .requestBody || type == .responseBody else { return .badArgument }
-        guard let data = effectiveStream?.data else { return .notFound }
         func edit(_ buffer: inout [UInt8]) -> WasmResult {
             if start == 0 {
                 buffer.removeFirst(min(Int(size), buffer.count))
@@ -51,7 +54,16 @@ extension PluginVM {
             }
             return .ok
         }
-        return type == .requestBody ? data.requestBody.edit(edit) : data.responseBody.edit(edit)
+        switch type {
+        case .requestBody, .responseBody:
+            guard let data = effectiveStream?.http else { return .notFound }
+            return type == .requestBody ? data.requestBody.edit(edit) : data.responseBody.edit(edit)
+        case .downstreamData, .upstreamData:
+            guard let data = effectiveStream?.network else { return .notFound }
+            return type == .downstreamData ? data.downstreamData.edit(edit) : data.upstreamData.edit(edit)
+        default:
+            return .badArgument
+        }
     }
 
     /// ABI 0.1.0: the plugin configuration during on_configure, the VM configuration otherwise.

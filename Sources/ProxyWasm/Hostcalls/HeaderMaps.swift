@@ -5,9 +5,9 @@ extension PluginVM {
         switch map {
         case .httpCallResponseHeaders: return .some(httpCallResponse?.headers)
         case .httpCallResponseTrailers: return .some(httpCallResponse?.trailers)
-        case .grpcInitialMetadata, .grpcTrailingMetadata: return .some(nil)
+        case .grpcInitialMetadata, .grpcTrailingMetadata: return .some(grpcMetadata)
         default:
-            guard let data = effectiveStream?.data else { return .some(nil) }
+            guard let data = effectiveStream?.http else { return .some(nil) }
             switch map {
             case .requestHeaders: return .some(data.requestHeaders)
             case .requestTrailers: return .some(data.requestTrailers)
@@ -27,7 +27,7 @@ extension PluginVM {
     /// work is charged to the callback's CPU budget: one unit per header the edit may touch
     /// (`scansMap`), or one for an append.
     private func editMap(_ type: UInt32, scansMap: Bool = true, _ edit: (inout HeaderMap) -> Void) -> WasmResult {
-        guard let data = effectiveStream?.data else { return .badArgument }
+        guard let data = effectiveStream?.http else { return .badArgument }
         func apply(_ map: inout HeaderMap?) -> WasmResult {
             guard map != nil else { return .badArgument }
             chargeHostWork(scansMap ? UInt64(map!.entries.count) + 1 : 1)

@@ -68,12 +68,16 @@ enum HostCalls {
         env("proxy_http_call", 10) { vm, a in
             vm.httpCall(upstream: (a.u32(0), a.u32(1)), headers: (a.u32(2), a.u32(3)), body: (a.u32(4), a.u32(5)), trailers: (a.u32(6), a.u32(7)), timeoutMs: a.u32(8), tokenOut: a.u32(9))
         }
-        // gRPC callouts are not implemented yet: every call answers Unimplemented (see docs/SUPPORT.md).
-        env("proxy_grpc_call", 12) { _, _ in .unimplemented }
-        env("proxy_grpc_stream", 9) { _, _ in .unimplemented }
-        env("proxy_grpc_send", 4) { _, _ in .unimplemented }
-        env("proxy_grpc_cancel", 1) { _, _ in .unimplemented }
-        env("proxy_grpc_close", 1) { _, _ in .unimplemented }
+        env("proxy_grpc_call", 12) { vm, a in
+            vm.grpcCall(service: (a.u32(0), a.u32(1)), serviceName: (a.u32(2), a.u32(3)), method: (a.u32(4), a.u32(5)), metadata: (a.u32(6), a.u32(7)),
+                        message: (a.u32(8), a.u32(9)), timeoutMs: a.u32(10), tokenOut: a.u32(11))
+        }
+        env("proxy_grpc_stream", 9) { vm, a in
+            vm.grpcStream(service: (a.u32(0), a.u32(1)), serviceName: (a.u32(2), a.u32(3)), method: (a.u32(4), a.u32(5)), metadata: (a.u32(6), a.u32(7)), tokenOut: a.u32(8))
+        }
+        env("proxy_grpc_send", 4) { vm, a in vm.grpcSend(a.u32(0), a.u32(1), a.u32(2), a.u32(3)) }
+        env("proxy_grpc_cancel", 1) { vm, a in vm.grpcCancel(a.u32(0)) }
+        env("proxy_grpc_close", 1) { vm, a in vm.grpcClose(a.u32(0)) }
 
         // Timers
         env("proxy_set_tick_period_milliseconds", 1) { vm, a in vm.setTickPeriod(a.u32(0)) }

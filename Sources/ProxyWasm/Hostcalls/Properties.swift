@@ -38,7 +38,7 @@ extension PluginVM {
         guard let stream = effectiveStream else { return .notFound }
         let key = String(decoding: raw, as: UTF8.self)
         if PluginVM.builtInTopLevel.contains(key.split(separator: "\u{0}").first.map(String.init) ?? key) { return .badArgument }
-        stream.data.filterState[key] = value
+        stream.filterState[key] = value
         return .ok
     }
 
@@ -62,16 +62,19 @@ extension PluginVM {
             switch rest.first {
             case "version": return .string(PluginVM.hostVersion)
             case "abi_version": return .string(abi.rawValue)
-            case "listener_name": return effectiveStream.map { .string($0.data.info.listenerName) }
+            case "listener_name": return effectiveStream.map { .string($0.info.listenerName) }
             default: return nil
             }
         default: break
         }
-        guard let data = effectiveStream?.data else { return nil }
-        let info = data.info
-        if rest.isEmpty, let state = data.filterState[rawKey] { return .bytes(state) }
-        let requestHeaders = data.requestHeaders ?? info.finalRequestHeaders
-        let responseHeaders = data.responseHeaders ?? info.finalResponseHeaders
+        guard let stream = effectiveStream else { return nil }
+        let info = stream.info
+        // A TCP connection's context has no HTTP maps: request.* and response.* headers are
+        // NotFound there, as in Envoy.
+        let data = stream.http
+        if rest.isEmpty, let state = stream.filterState[rawKey] { return .bytes(state) }
+        let requestHeaders = data?.requestHeaders ?? info.finalRequestHeaders
+        let responseHeaders = data?.responseHeaders ?? info.finalResponseHeaders
         func header(_ map: HeaderMap?, _ name: String) -> PropertyValue? {
             let values = map?.all(name) ?? []
             return values.isEmpty ? nil : .string(values.joined(separator: ","))
@@ -94,7 +97,7 @@ extension PluginVM {
         case ("request", "useragent"): return header(requestHeaders, "user-agent")
         case ("request", "id"): return header(requestHeaders, "x-request-id")
         case ("request", "time"): return .timestamp(info.requestStart)
-        case ("request", "protocol"): return .string(info.protocolName)
+        case ("request", "protocol"): return info.protocolName.isEmpty ? nil : .string(info.protocolName)
         case ("request", "query"):
             guard let p = requestHeaders?.first(":path") else { return nil }
             let parts = p.split(separator: "?", maxSplits: 1)
@@ -107,10 +110,10 @@ extension PluginVM {
         case ("response", "code_details"): return info.responseCode > 0 ? .string(info.responseCodeDetails) : nil
         case ("response", "flags"): return .int(Int64(info.responseFlags))
         case ("response", "headers"): return headersProperty(responseHeaders)
-        case ("response", "trailers"): return headersProperty(data.responseTrailers ?? info.finalResponseTrailers)
+        case ("response", "trailers"): return headersProperty(data?.responseTrailers ?? info.finalResponseTrailers)
         case ("response", "grpc_status"):
             // From the trailers, or the headers of a trailers-only response, as Envoy reads it.
-            let trailers = data.responseTrailers ?? info.finalResponseTrailers
+            let trailers = data?.responseTrailers ?? info.finalResponseTrailers
             guard let text = trailers?.first("grpc-status") ?? responseHeaders?.first("grpc-status"), let code = Int64(text) else { return nil }
             return .int(code)
         case ("response", "size"): return .int(Int64(info.responseBodyBytes))

@@ -3,10 +3,19 @@ extension PluginVM {
         guard let type = StreamType(rawValue: type) else { return .badArgument }
         switch type {
         case .request, .response:
-            guard let actions = effectiveStream?.actions else { return .notFound }
+            guard let stream = effectiveStream else { return .notFound }
+            // On a TCP connection's context there is no HTTP stream to resume: Ok, nothing
+            // happens (Envoy's answer when it has no decoder/encoder callbacks).
+            guard let actions = stream.actions else { return stream.network != nil ? .ok : .notFound }
             return actions.continueStream(type)
-        case .downstream, .upstream:
-            return .unimplemented  // TCP (network) filters are not supported yet
+        case .downstream:
+            guard let stream = effectiveStream else { return .notFound }
+            stream.networkActions?.continueDownstream()
+            return .ok
+        case .upstream:
+            // Envoy cannot resume the upstream direction: data held there goes on with the
+            // next upstream data callback that continues.
+            return .unimplemented
         }
     }
 
@@ -14,10 +23,13 @@ extension PluginVM {
         guard let type = StreamType(rawValue: type) else { return .badArgument }
         switch type {
         case .request, .response:
-            guard let actions = effectiveStream?.actions else { return .notFound }
+            guard let stream = effectiveStream else { return .notFound }
+            guard let actions = stream.actions else { return stream.network != nil ? .ok : .notFound }
             return actions.closeStream(type)
         case .downstream, .upstream:
-            return .unimplemented
+            guard let stream = effectiveStream else { return .notFound }
+            stream.networkActions?.closeConnection(type)
+            return .ok
         }
     }
 
