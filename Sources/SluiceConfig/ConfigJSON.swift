@@ -31,6 +31,7 @@ extension SluiceConfiguration {
                     } else {
                         w.field("cluster", l.tcpCluster ?? "")
                     }
+                    w.key("network_filters") { w.array(l.networkFilters) { w.value($0) } }
                     w.field("idle_timeout", format(l.idleTimeout))
                     if let tls = l.tls {
                         w.key("tls") { w.object {

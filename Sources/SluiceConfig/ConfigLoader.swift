@@ -50,9 +50,11 @@ public enum ConfigLoader {
             if let other = ports[l.address.port], l.address.port != 0 { report("listeners[\(i)].address", "port \(l.address.port) is already used by \(other)") }
             ports[l.address.port] = l.name
             if let c = l.tcpCluster, !clusters.contains(c) { report("listeners[\(i)].cluster", "unknown cluster '\(c)'") }
-            for f in l.httpFilters where !plugins.contains(f) { report("listeners[\(i)].http_filters", "unknown plugin '\(f)'") }
-            for f in l.httpFilters where config.plugins.contains(where: { $0.name == f && $0.service != nil }) {
-                report("listeners[\(i)].http_filters", "'\(f)' is a Wasm service, not an HTTP filter")
+            for (key, filters) in [("http_filters", l.httpFilters), ("network_filters", l.networkFilters)] {
+                for f in filters where !plugins.contains(f) { report("listeners[\(i)].\(key)", "unknown plugin '\(f)'") }
+                for f in filters where config.plugins.contains(where: { $0.name == f && $0.service != nil }) {
+                    report("listeners[\(i)].\(key)", "'\(f)' is a Wasm service, not a filter")
+                }
             }
             for (j, r) in l.routes.enumerated() {
                 if case .cluster(let t) = r.action, !clusters.contains(t.cluster) { report("listeners[\(i)].routes[\(j)].cluster", "unknown cluster '\(t.cluster)'") }
@@ -136,12 +138,14 @@ struct ConfigDecoder {
             if let cluster = listener.tcpCluster, !clusterNames.contains(cluster) {
                 reader.report(at("cluster"), "\(path).cluster", "unknown cluster '\(cluster)'\(known(clusterNames))")
             }
-            let filterNodes = at("http_filters").flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) } else { return nil } } ?? []
-            for (i, filter) in listener.httpFilters.enumerated() where !pluginNames.contains(filter) {
-                reader.report(i < filterNodes.count ? filterNodes[i] : node, "\(path).http_filters[\(i)]", "unknown plugin '\(filter)'\(known(pluginNames))")
-            }
-            for (i, filter) in listener.httpFilters.enumerated() where config.plugins.contains(where: { $0.name == filter && $0.service != nil }) {
-                reader.report(i < filterNodes.count ? filterNodes[i] : node, "\(path).http_filters[\(i)]", "'\(filter)' is a Wasm service (service: set), not an HTTP filter")
+            for (key, filters, kind) in [("http_filters", listener.httpFilters, "an HTTP"), ("network_filters", listener.networkFilters, "a network")] {
+                let filterNodes = at(key).flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) } else { return nil } } ?? []
+                for (i, filter) in filters.enumerated() where !pluginNames.contains(filter) {
+                    reader.report(i < filterNodes.count ? filterNodes[i] : node, "\(path).\(key)[\(i)]", "unknown plugin '\(filter)'\(known(pluginNames))")
+                }
+                for (i, filter) in filters.enumerated() where config.plugins.contains(where: { $0.name == filter && $0.service != nil }) {
+                    reader.report(i < filterNodes.count ? filterNodes[i] : node, "\(path).\(key)[\(i)]", "'\(filter)' is a Wasm service (service: set), not \(kind) filter")
+                }
             }
             let routeNodesForPlugins = at("routes").flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) } else { return nil } } ?? []
             for (i, route) in listener.routes.enumerated() {
@@ -178,7 +182,7 @@ struct ConfigDecoder {
     }
 
     func decodeListener(_ node: Node, _ path: String) -> ListenerConfig? {
-        guard let m = reader.mapping(node, path, allowed: ["name", "address", "protocol", "http_filters", "routes", "cluster", "max_request_headers_kb", "idle_timeout",
+        guard let m = reader.mapping(node, path, allowed: ["name", "address", "protocol", "http_filters", "network_filters", "routes", "cluster", "max_request_headers_kb", "idle_timeout",
                                                          "request_headers_timeout", "stream_idle_timeout", "request_timeout",
                                                          "max_connection_duration", "max_pipelined_requests", "upgrades", "tls", "codec", "http2"]) else { return nil }
         let name = m.string("name", required: true, what: "the listener's name")
@@ -201,6 +205,7 @@ struct ConfigDecoder {
             listener.http2.initialConnectionWindowSize = h.int("initial_connection_window_size", range: 65_535...2_147_483_647, default: listener.http2.initialConnectionWindowSize)
             listener.http2.maxFrameSize = h.int("max_frame_size", range: 16_384...16_777_215, default: listener.http2.maxFrameSize)
         }
+        listener.networkFilters = m.stringList("network_filters")
         if proto == .tcp {
             for key in ["codec", "http2"] {
                 if let n = m.node(key) { reader.report(n, m.keyPath(key), "'\(key)' is for http listeners") }

@@ -38,7 +38,7 @@ enum EnvoyNames {
 
     /// The extensions Sluice implements.
     enum Extension: Equatable {
-        case httpConnectionManager, tcpProxy, router, wasm, wasmService
+        case httpConnectionManager, tcpProxy, router, wasm, networkWasm, wasmService
         case downstreamTLS, upstreamTLS, tlsInspector, httpProtocolOptions
         case other(String)
 
@@ -48,6 +48,7 @@ enum EnvoyNames {
             case .tcpProxy: return "envoy.filters.network.tcp_proxy"
             case .router: return "envoy.filters.http.router"
             case .wasm: return "envoy.filters.http.wasm"
+            case .networkWasm: return "envoy.filters.network.wasm"
             case .wasmService: return "envoy.bootstrap.wasm"
             case .downstreamTLS, .upstreamTLS: return "envoy.transport_sockets.tls"
             case .httpProtocolOptions: return "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -62,6 +63,7 @@ enum EnvoyNames {
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy": .tcpProxy,
         "envoy.extensions.filters.http.router.v3.Router": .router,
         "envoy.extensions.filters.http.wasm.v3.Wasm": .wasm,
+        "envoy.extensions.filters.network.wasm.v3.Wasm": .networkWasm,
         "envoy.extensions.wasm.v3.WasmService": .wasmService,
         "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": .downstreamTLS,
         "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext": .upstreamTLS,
@@ -78,6 +80,7 @@ enum EnvoyNames {
         "envoy.filters.http.router": .router,
         "envoy.router": .router,
         "envoy.filters.http.wasm": .wasm,
+        "envoy.filters.network.wasm": .networkWasm,
         "envoy.bootstrap.wasm": .wasmService,
     ]
 

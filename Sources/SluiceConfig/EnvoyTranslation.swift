@@ -345,7 +345,17 @@ private final class Translator {
             let fpath = path + ".filter_chains[0].filters[\(i)]"
             check(f, fpath, known: ["name", "typed_config"])
             let (kind, typed, typedPath) = resolveExtension(f, fpath)
+            let filterCount = list(chain, "filters").count
             switch kind {
+            case .networkWasm:
+                // Network filters run before the terminal one (tcp_proxy or the HTTP
+                // connection manager), which Envoy requires to be last.
+                if i == filterCount - 1 { error(f, fpath, "envoy.filters.network.wasm is not a terminal filter: tcp_proxy or http_connection_manager must follow it") }
+                if let typed { check(typed, typedPath, known: ["config"]) }
+                if let plugin = translateWasm(map(typed, "config"), typedPath + ".config", filter: kind) {
+                    plugins.append(plugin)
+                    listener.networkFilters.append(plugin.name)
+                }
             case .httpConnectionManager:
                 listener.proto = .http
                 if let typed { translateHCM(typed, typedPath, listener: &listener) }
@@ -631,9 +641,9 @@ private final class Translator {
         return route
     }
 
-    func translateWasm(_ config: Node?, _ path: String) -> PluginConfig? {
+    func translateWasm(_ config: Node?, _ path: String, filter: EnvoyNames.Extension = .wasm) -> PluginConfig? {
         guard let config else {
-            error(nil, path, "envoy.filters.http.wasm needs typed_config.config")
+            error(nil, path, "\(filter.label) needs typed_config.config")
             return nil
         }
         check(config, path, known: ["name", "root_id", "vm_config", "configuration", "fail_open", "failure_policy", "allow_on_headers_stop_iteration"])

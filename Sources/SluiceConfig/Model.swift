@@ -98,6 +98,11 @@ public struct ListenerConfig: Sendable, Equatable {
     public var proto: ListenerProtocol
     /// Plugin names, run in order on requests and in reverse order on responses.
     public var httpFilters: [String]
+    /// Plugins run as network (TCP) filters on each connection, in order on the client's
+    /// bytes and in reverse on the bytes back: before the TCP proxy on a tcp listener, before
+    /// the HTTP codec (behind TLS) on an http listener (Envoy's network filters before
+    /// tcp_proxy or the http_connection_manager).
+    public var networkFilters: [String] = []
     public var routes: [RouteConfig]
     /// The upstream cluster of a TCP listener.
     public var tcpCluster: String?

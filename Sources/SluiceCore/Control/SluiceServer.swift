@@ -360,7 +360,8 @@ public final class SluiceServer: @unchecked Sendable {
                     let sync = channel.pipeline.syncOperations
                     switch proto {
                     case .tcp:
-                        try sync.addHandler(TCPProxyHandler(listener: runtime, worker: slot.worker))
+                        let filters = try NetworkFilterHandler.install(on: channel, listener: runtime, worker: slot.worker)
+                        try sync.addHandler(TCPProxyHandler(listener: runtime, worker: slot.worker, networkFilters: filters))
                     case .http:
                         try HTTPConnectionSetup(listener: runtime, slot: slot).configure(channel)
                     }

@@ -15,14 +15,41 @@ extension Worker {
     /// filter whose VM failed on this worker is skipped (fail_open) or fails the stream.
     func httpFilters(listener: ListenerConfig, route: CompiledRoute?) -> FilterSelection {
         if listener.httpFilters.isEmpty { return .chain([]) }
-        var plugins: [PluginWorker] = []
-        for name in listener.httpFilters {
+        return select(listener.httpFilters) { name in
             let override = route?.config.plugins[name]
-            if override?.disabled == true { continue }
-            var key = override?.configuration.map { PluginManager.variantKey(name, $0) } ?? name
-            if override?.configuration == nil, !rollouts.isEmpty, let rollout = rollouts[name],
-               Int.random(in: 0..<100) < rollout.runtime.config.rolloutWeight {
-                key = PluginManager.rolloutKey(name)
+            if override?.disabled == true { return .disabled }
+            return override?.configuration.map { .variant(PluginManager.variantKey(name, $0)) } ?? .plugin
+        }
+    }
+
+    /// The listener's network filters for a new connection (no per-route variants: the
+    /// connection has no route yet).
+    func networkFilters(listener: ListenerConfig) -> FilterSelection {
+        if listener.networkFilters.isEmpty { return .chain([]) }
+        return select(listener.networkFilters) { _ in .plugin }
+    }
+
+    /// What a route makes of one filter.
+    private enum RouteChoice {
+        /// The plugin as configured (or its rollout).
+        case plugin
+        /// The route's own configuration of it, under this key.
+        case variant(String)
+        /// The route turns it off.
+        case disabled
+    }
+
+    private func select(_ names: [String], choice: (String) -> RouteChoice) -> FilterSelection {
+        var plugins: [PluginWorker] = []
+        for name in names {
+            var key = name
+            switch choice(name) {
+            case .disabled: continue
+            case .variant(let variantKey): key = variantKey
+            case .plugin:
+                if !rollouts.isEmpty, let rollout = rollouts[name], Int.random(in: 0..<100) < rollout.runtime.config.rolloutWeight {
+                    key = PluginManager.rolloutKey(name)
+                }
             }
             guard let plugin = self.plugins[key] else { continue }
             if plugin.runtime.version == "rollout" { plugin.runtime.stats.rolloutStreams.increment() } else { plugin.runtime.stats.primaryStreams.increment() }

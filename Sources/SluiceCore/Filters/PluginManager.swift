@@ -141,7 +141,7 @@ final class PluginManager: Sendable {
         var variants: [String: PluginRuntime] = [:]
         var stats: [String: PluginStats] = [:]
         // Filters some listener uses, and every Wasm service.
-        let usedPlugins = Set(config.listeners.flatMap(\.httpFilters))
+        let usedPlugins = Set(config.listeners.flatMap { $0.httpFilters + $0.networkFilters })
         for configured in config.plugins where usedPlugins.contains(configured.name) || configured.service != nil {
             // The engine is settled here, so VM sharing and the admin API see the real one.
             var plugin = configured
@@ -244,6 +244,10 @@ private final class CanaryServices: PluginServices {
     }
     var logLevel: LogLevel { LogLevel(logger.logLevel) }
     func httpCall(vm: PluginVM, token: UInt32, upstream: String, headers: [(String, String)], body: [UInt8], trailers: [(String, String)], timeoutMs: UInt32) -> WasmResult { .internalFailure }
+    func hasCluster(_ name: String) -> Bool { false }
+    func grpcStart(vm: PluginVM, token: UInt32, request: GrpcCalloutRequest) -> WasmResult { .internalFailure }
+    func grpcSend(token: UInt32, message: [UInt8]?, endStream: Bool) {}
+    func grpcCancel(token: UInt32) {}
     func setTickPeriod(vm: PluginVM, milliseconds: UInt32) {}
     func execute(_ work: @escaping () -> Void) {}
     var executor: @Sendable (@escaping @Sendable () -> Void) -> Void { { _ in } }

@@ -19,6 +19,8 @@ final class PluginWorker: PluginServices {
     private var tick: RepeatedTask?
     private var reloadAttempts = 0
     private var reloadScheduled = false
+    /// gRPC callouts in flight, by token.
+    private var grpcCallouts: [UInt32: GrpcCallout] = [:]
 
     init(runtime: PluginRuntime, shared: PluginSharedState, worker: Worker, logger: Logger) {
         self.runtime = runtime
@@ -92,6 +94,7 @@ final class PluginWorker: PluginServices {
     func stop() {
         tick?.cancel()
         tick = nil
+        cancelGrpcCallouts()
         if let vm, !vm.failed { vm.shutdownRoot(rootID) }
         if let vm, rootID == vm.rootContextID { shared.queues.ownerGone(token: vm.ownerToken) }
         vm = nil
@@ -136,6 +139,7 @@ final class PluginWorker: PluginServices {
         }
         tick?.cancel()
         tick = nil
+        cancelGrpcCallouts()
         shared.queues.ownerGone(token: vm.ownerToken)
         if failurePolicy == .reload { scheduleReload() }
     }
@@ -186,5 +190,56 @@ final class PluginWorker: PluginServices {
             }
         }
         return .ok
+    }
+
+    // MARK: gRPC callouts
+
+    func hasCluster(_ name: String) -> Bool { worker.clusters[name] != nil }
+
+    /// A gRPC callout to a cluster: an HTTP/2 stream on one of its endpoints, whatever the
+    /// cluster's configured protocol. Events reach the VM on later event-loop turns, never
+    /// inside the guest call that started the callout.
+    func grpcStart(vm: PluginVM, token: UInt32, request: GrpcCalloutRequest) -> WasmResult {
+        guard let cluster = worker.clusters[request.cluster] else { return .parseFailure }
+        let callout = GrpcCallout(kind: request.message == nil ? .stream : .call, request: request) { [weak self, weak vm] event in
+            self?.execute {
+                guard let self, let vm, !vm.failed else { return }
+                switch event {
+                case .initialMetadata(let map): vm.deliverGrpcInitialMetadata(token: token, metadata: map)
+                case .message(let message):
+                    if self.grpcCallouts[token]?.kind == .call { self.grpcCallouts[token] = nil }
+                    vm.deliverGrpcMessage(token: token, message: message)
+                case .trailingMetadata(let map): vm.deliverGrpcTrailingMetadata(token: token, metadata: map)
+                case .close(let status, let message):
+                    self.grpcCallouts[token] = nil
+                    vm.deliverGrpcClose(token: token, status: status, message: message)
+                }
+            }
+        }
+        grpcCallouts[token] = callout
+        guard let index = cluster.pick() else {
+            execute { [weak self, weak vm] in
+                self?.grpcCallouts[token] = nil
+                vm?.deliverGrpcClose(token: token, status: 14, message: GrpcCallout.envoyMessage("no healthy upstream", details: "no_healthy_upstream"))
+            }
+            return .ok
+        }
+        callout.start(on: cluster.pools[index], scheme: cluster.runtime.tls == nil ? "http" : "https", eventLoop: eventLoop)
+        return .ok
+    }
+
+    func grpcSend(token: UInt32, message: [UInt8]?, endStream: Bool) {
+        grpcCallouts[token]?.send(message, endStream: endStream)
+    }
+
+    func grpcCancel(token: UInt32) {
+        grpcCallouts.removeValue(forKey: token)?.cancel()
+    }
+
+    /// The VM is gone or failed: its callouts are reset.
+    private func cancelGrpcCallouts() {
+        let open = grpcCallouts
+        grpcCallouts.removeAll()
+        for callout in open.values { callout.cancel() }
     }
 }

@@ -27,6 +27,9 @@ struct HTTPConnectionSetup {
     }
 
     private func startHTTP(on channel: Channel, alpn: String?, tls: TLSDetails?) throws {
+        // Network filters see the plaintext bytes, before the codec, as Envoy's network
+        // filters before its http_connection_manager.
+        _ = try NetworkFilterHandler.install(on: channel, listener: listener, worker: slot.worker)
         switch (alpn, listener.config.codec) {
         case ("h2", _), (nil, .http2): try configureHTTP2(channel, tls: tls)
         case ("http/1.1", _), (_, .http1): try configureHTTP1(channel, tls: tls)

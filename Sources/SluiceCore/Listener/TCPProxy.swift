@@ -10,12 +10,15 @@ final class TCPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let listener: ListenerRuntime
     private let worker: Worker
+    /// The connection's network filters (in front of this handler), if it has any.
+    private let networkFilters: NetworkFilterHandler?
     private var pending: [ByteBuffer] = []
     private var inputClosed = false
 
-    init(listener: ListenerRuntime, worker: Worker) {
+    init(listener: ListenerRuntime, worker: Worker, networkFilters: NetworkFilterHandler?) {
         self.listener = listener
         self.worker = worker
+        self.networkFilters = networkFilters
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -58,17 +61,19 @@ final class TCPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let endpoint = cluster.endpoints[index]
+        networkFilters?.upstreamChosen(endpoint)
         let downstream = context.channel
         let stats = listener.stats
+        let upstreamSplice = NIOLoopBound(SpliceHandler(peer: downstream, bytesRead: cluster.stats.bytesReceived, onClose: {
+            cluster.stats.connectionsActive.decrement()
+        }), eventLoop: context.eventLoop)
         let bootstrap = ClientBootstrap(group: context.eventLoop)
             .connectTimeout(cluster.config.connectTimeout.timeAmount)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(SpliceHandler(peer: downstream, bytesRead: cluster.stats.bytesReceived, onClose: {
-                        cluster.stats.connectionsActive.decrement()
-                    }))
+                    try channel.pipeline.syncOperations.addHandler(upstreamSplice.value)
                 }
             }
         let connecting = endpoint.socketAddress.map { bootstrap.connect(to: $0) } ?? bootstrap.connect(host: endpoint.address.host, port: endpoint.address.port)
@@ -82,6 +87,7 @@ final class TCPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     upstream.close(promise: nil)
                     return
                 }
+                self.networkFilters?.upstreamConnected(splice: upstreamSplice.value)
                 for buffer in self.pending { upstream.write(buffer, promise: nil) }
                 self.pending.removeAll()
                 upstream.flush()

@@ -12,10 +12,18 @@ final class SpliceHandler: ChannelDuplexHandler {
     var peer: Channel?
     /// Counts bytes read from this side.
     let bytesRead: Counter?
+    /// Closed while network filters on the peer hold too much of what this side sent.
+    var readGate: ReadGate? {
+        didSet { readGate?.onOpen = { [weak self] in self?.resume() } }
+    }
     private var readPending = false
     private var context: ChannelHandlerContext?
     private var inputClosed = false
     private var peerInputClosed = false
+    /// This side ended with an error (a reset), not a FIN.
+    private var failed = false
+    /// The FIN passed on to the peer, once everything before it is written.
+    private var finPassed: EventLoopFuture<Void>?
     let onClose: (() -> Void)?
 
     init(peer: Channel?, bytesRead: Counter?, onClose: (() -> Void)? = nil) {
@@ -37,7 +45,7 @@ final class SpliceHandler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if let peer, !peer.isWritable {
+        if let peer, !peer.isWritable || readGate?.isOpen == false {
             readPending = true
             return
         }
@@ -53,7 +61,7 @@ final class SpliceHandler: ChannelDuplexHandler {
     }
 
     func resume() {
-        guard readPending, let context else { return }
+        guard readPending, let context, readGate?.isOpen != false else { return }
         readPending = false
         context.read()
     }
@@ -61,27 +69,47 @@ final class SpliceHandler: ChannelDuplexHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case ChannelEvent.inputClosed = event {
             inputClosed = true
-            // Half-close: pass the FIN on once everything read so far is written.
-            if let peer {
-                peer.writeAndFlush(ByteBuffer()).whenComplete { _ in peer.close(mode: .output, promise: nil) }
-                peer.pipeline.handler(type: SpliceHandler.self).whenSuccess { other in
-                    other.peerInputClosed = true
-                    if other.inputClosed { context.close(promise: nil); peer.close(promise: nil) }
-                }
+            // Half-close: pass the FIN on once everything read so far is written. When both
+            // sides are done, the connections close after that FIN (completions run in the
+            // order they were added), so what sits in between (network filters) sees the end
+            // of the bytes before the close.
+            guard let peer else {
+                if peerInputClosed { context.close(promise: nil) }
+                return
             }
-            if peerInputClosed { context.close(promise: nil) }
+            let finished = peer.writeAndFlush(ByteBuffer())
+            finished.whenComplete { _ in peer.close(mode: .output, promise: nil) }
+            finPassed = finished
+            if peerInputClosed { finished.whenComplete { _ in context.close(promise: nil) } }
+            peer.pipeline.handler(type: SpliceHandler.self).whenSuccess { other in
+                other.peerInputClosed = true
+                if other.inputClosed { finished.whenComplete { _ in context.close(promise: nil); peer.close(promise: nil) } }
+            }
             return
         }
         context.fireUserInboundEventTriggered(event)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        peer?.close(promise: nil)
+        if let peer, !inputClosed, !failed, peerInputClosed {
+            // Our output was already shut (the peer's FIN passed on) and this side then ended
+            // cleanly: NIO closes such a channel without an inputClosed event. It is still this
+            // side's FIN, and goes on as one before the close.
+            inputClosed = true
+            let finished = peer.writeAndFlush(ByteBuffer())
+            finished.whenComplete { _ in peer.close(mode: .output, promise: nil) }
+            finPassed = finished
+        }
+        if let peer {
+            // After the FIN this side passed on, if any.
+            if let finPassed { finPassed.whenComplete { _ in peer.close(promise: nil) } } else { peer.close(promise: nil) }
+        }
         onClose?()
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        failed = true
         context.close(promise: nil)
     }
 }

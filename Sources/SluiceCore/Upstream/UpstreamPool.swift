@@ -343,19 +343,7 @@ final class EndpointPool: @unchecked Sendable {
     /// exchange state machine (UpstreamHandler) is the same as on HTTP/1.1. A stream is never
     /// pooled; it ends with its exchange.
     private func openStream(endpointIndex: Int) -> EventLoopFuture<UpstreamConnection> {
-        let reused: Bool
-        let upstream: EventLoopFuture<MultiplexedUpstream>
-        switch multiplexed {
-        case .ready(let current) where current.channel.isActive && !current.draining:
-            reused = true
-            upstream = eventLoop.makeSucceededFuture(current)
-        case .connecting(let future):
-            reused = false
-            upstream = future
-        default:
-            reused = false
-            upstream = connectMultiplexed()
-        }
+        let (upstream, reused) = currentMultiplexed()
         openConnections += 1
         let handler = UpstreamHandler(stats: cluster.stats)
         let scheme: HTTP2FramePayloadToHTTP1ClientCodec.HTTPProtocol = cluster.tls == nil ? .http : .https
@@ -385,6 +373,40 @@ final class EndpointPool: @unchecked Sendable {
                 self.streamEnded(on: upstream)
             }
             return connection
+        }
+    }
+
+    /// The endpoint's HTTP/2 connection for a new stream: the open one, the one being
+    /// connected, or a new one.
+    private func currentMultiplexed() -> (EventLoopFuture<MultiplexedUpstream>, reused: Bool) {
+        switch multiplexed {
+        case .ready(let current) where current.channel.isActive && !current.draining:
+            return (eventLoop.makeSucceededFuture(current), true)
+        case .connecting(let future):
+            return (future, false)
+        default:
+            return (connectMultiplexed(), false)
+        }
+    }
+
+    /// A bare HTTP/2 stream to the endpoint, whatever the cluster's protocol (gRPC callouts
+    /// need HTTP/2): `configure` adds its handlers. It counts as an open stream of the
+    /// connection until it closes.
+    func openHTTP2Stream(configure: @escaping @Sendable (Channel) throws -> Void) -> EventLoopFuture<Channel> {
+        let (upstream, _) = currentMultiplexed()
+        return upstream.flatMap { upstream in
+            upstream.streams.createStreamChannel { stream in
+                stream.eventLoop.makeCompletedFuture { try configure(stream) }
+            }.map { stream in
+                upstream.openStreams += 1
+                upstream.idleSince = nil
+                stream.closeFuture.whenComplete { _ in
+                    upstream.openStreams -= 1
+                    if self.retired { upstream.draining = true }
+                    self.streamEnded(on: upstream)
+                }
+                return stream
+            }
         }
     }
 
