@@ -20,10 +20,15 @@ Service `sluice.test.Echo`:
   Chat(stream) -> bidirectional: each message upper-cased
   Slow(bytes)  -> the same bytes after as many milliseconds as the request says
 
+  grpc_peer.py cut-server                 an HTTP/2 server (the h2 library) that answers any
+                                         call with headers and two messages ("n=0", "n=1"),
+                                         then drops the connection mid-stream; prints "PORT n"
+
   grpc_peer.py goaway-check TARGET       one Slow(1500) call, and while it runs (after the
                                          server's max connection age) 20 unary calls; all
                                          must succeed
 """
+import os
 import sys
 import threading
 from concurrent import futures
@@ -171,8 +176,53 @@ def goaway_check(target):
     return 1 if failures or not ok else 0
 
 
+def cut_server():
+    import socket
+    import struct
+    import h2.config
+    import h2.connection
+    import h2.events
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    print("PORT %d" % listener.getsockname()[1], flush=True)
+
+    def serve(sock):
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+                    for i in range(2):
+                        message = b"n=%d" % i
+                        conn.send_data(event.stream_id, struct.pack(">BI", 0, len(message)) + message)
+                    sock.sendall(conn.data_to_send())
+                    time.sleep(0.1)
+                    sock.close()  # mid-stream: no trailers, no END_STREAM
+                    return
+            sock.sendall(conn.data_to_send())
+        sock.close()
+
+    import time
+    listener.settimeout(0.5)
+    while not sys.stdin.closed:
+        try:
+            sock, _ = listener.accept()
+        except socket.timeout:
+            continue
+        threading.Thread(target=serve, args=(sock,), daemon=True).start()
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if args[0] == "cut-server":
+        threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+        cut_server()
     if args[0] == "goaway-check":
         sys.exit(goaway_check(args[1]))
     if args[0] == "server":

@@ -13,14 +13,16 @@
 #define PW_IMPORT(name) __attribute__((import_module("env"), import_name(#name)))
 #define PW_EXPORT(name) __attribute__((export_name(#name)))
 
-typedef enum { PW_OK = 0, PW_NOT_FOUND = 1, PW_BAD_ARGUMENT = 2, PW_INVALID_MEMORY_ACCESS = 6, PW_EMPTY = 7,
-               PW_CAS_MISMATCH = 8, PW_UNIMPLEMENTED = 12 } pw_status;
+typedef enum { PW_OK = 0, PW_NOT_FOUND = 1, PW_BAD_ARGUMENT = 2, PW_PARSE_FAILURE = 4, PW_INVALID_MEMORY_ACCESS = 6, PW_EMPTY = 7,
+               PW_CAS_MISMATCH = 8, PW_INTERNAL_FAILURE = 10, PW_UNIMPLEMENTED = 12 } pw_status;
 typedef enum { PW_TRACE, PW_DEBUG, PW_INFO, PW_WARN, PW_ERROR, PW_CRITICAL } pw_log_level;
 typedef enum { PW_REQUEST_HEADERS = 0, PW_REQUEST_TRAILERS, PW_RESPONSE_HEADERS, PW_RESPONSE_TRAILERS,
                PW_GRPC_INITIAL, PW_GRPC_TRAILING, PW_HTTP_CALL_RESPONSE_HEADERS, PW_HTTP_CALL_RESPONSE_TRAILERS } pw_map;
 typedef enum { PW_REQUEST_BODY = 0, PW_RESPONSE_BODY, PW_DOWNSTREAM_DATA, PW_UPSTREAM_DATA, PW_HTTP_CALL_RESPONSE_BODY,
                PW_GRPC_MESSAGE, PW_VM_CONFIGURATION, PW_PLUGIN_CONFIGURATION } pw_buffer;
-typedef enum { PW_STREAM_REQUEST = 0, PW_STREAM_RESPONSE = 1 } pw_stream;
+typedef enum { PW_STREAM_REQUEST = 0, PW_STREAM_RESPONSE = 1, PW_STREAM_DOWNSTREAM = 2, PW_STREAM_UPSTREAM = 3 } pw_stream;
+/* Who closed a TCP connection (proxy_on_*_connection_close). */
+typedef enum { PW_PEER_UNKNOWN = 0, PW_PEER_LOCAL = 1, PW_PEER_REMOTE = 2 } pw_peer;
 typedef enum { PW_COUNTER = 0, PW_GAUGE = 1, PW_HISTOGRAM = 2 } pw_metric;
 enum { PW_CONTINUE = 0, PW_PAUSE = 1 };
 
@@ -45,6 +47,14 @@ PW_IMPORT(proxy_send_local_response) pw_status proxy_send_local_response(uint32_
     const char *body, size_t body_len, const char *headers, size_t headers_len, int32_t grpc_status);
 PW_IMPORT(proxy_http_call) pw_status proxy_http_call(const char *upstream, size_t upstream_len, const char *headers, size_t headers_len,
     const char *body, size_t body_len, const char *trailers, size_t trailers_len, uint32_t timeout_ms, uint32_t *token);
+PW_IMPORT(proxy_grpc_call) pw_status proxy_grpc_call(const char *service, size_t service_len, const char *service_name, size_t service_name_len,
+    const char *method, size_t method_len, const char *metadata, size_t metadata_len, const char *message, size_t message_len,
+    uint32_t timeout_ms, uint32_t *token);
+PW_IMPORT(proxy_grpc_stream) pw_status proxy_grpc_stream(const char *service, size_t service_len, const char *service_name, size_t service_name_len,
+    const char *method, size_t method_len, const char *metadata, size_t metadata_len, uint32_t *token);
+PW_IMPORT(proxy_grpc_send) pw_status proxy_grpc_send(uint32_t token, const char *message, size_t message_len, uint32_t end_stream);
+PW_IMPORT(proxy_grpc_cancel) pw_status proxy_grpc_cancel(uint32_t token);
+PW_IMPORT(proxy_grpc_close) pw_status proxy_grpc_close(uint32_t token);
 PW_IMPORT(proxy_set_tick_period_milliseconds) pw_status proxy_set_tick_period_milliseconds(uint32_t ms);
 PW_IMPORT(proxy_get_shared_data) pw_status proxy_get_shared_data(const char *key, size_t key_len, char **value, size_t *value_len, uint32_t *cas);
 PW_IMPORT(proxy_set_shared_data) pw_status proxy_set_shared_data(const char *key, size_t key_len, const char *value, size_t value_len, uint32_t cas);
@@ -60,6 +70,24 @@ PW_IMPORT(proxy_set_effective_context) pw_status proxy_set_effective_context(uin
 PW_IMPORT(proxy_done) pw_status proxy_done(void);
 PW_IMPORT(proxy_get_status) pw_status proxy_get_status(uint32_t *code, char **message, size_t *len);
 PW_IMPORT(proxy_call_foreign_function) pw_status proxy_call_foreign_function(const char *name, size_t name_len, const char *args, size_t args_len, char **result, size_t *result_len);
+
+/*
+ * Callbacks a module may export (define the ones it needs):
+ *   TCP (network) filters, on a connection's context:
+ *     uint32_t proxy_on_new_connection(uint32_t ctx)                                   -> PW_CONTINUE / PW_PAUSE
+ *     uint32_t proxy_on_downstream_data(uint32_t ctx, uint32_t size, uint32_t end)     -> PW_CONTINUE / PW_PAUSE
+ *     uint32_t proxy_on_upstream_data(uint32_t ctx, uint32_t size, uint32_t end)       -> PW_CONTINUE / PW_PAUSE
+ *     void proxy_on_downstream_connection_close(uint32_t ctx, uint32_t peer)          (pw_peer)
+ *     void proxy_on_upstream_connection_close(uint32_t ctx, uint32_t peer)
+ *   The bytes are PW_DOWNSTREAM_DATA / PW_UPSTREAM_DATA; proxy_continue_stream(PW_STREAM_DOWNSTREAM)
+ *   resumes a paused connection, proxy_close_stream(PW_STREAM_DOWNSTREAM or _UPSTREAM) closes it.
+ *   gRPC callouts, on the root context:
+ *     void proxy_on_grpc_receive_initial_metadata(uint32_t root, uint32_t token, uint32_t count)   (PW_GRPC_INITIAL)
+ *     void proxy_on_grpc_receive(uint32_t root, uint32_t token, uint32_t size)                    (PW_GRPC_MESSAGE)
+ *     void proxy_on_grpc_receive_trailing_metadata(uint32_t root, uint32_t token, uint32_t count)  (PW_GRPC_TRAILING)
+ *     void proxy_on_grpc_close(uint32_t root, uint32_t token, uint32_t status)   (proxy_get_status: the message)
+ *   A unary call that succeeds ends with proxy_on_grpc_receive alone; any other end is proxy_on_grpc_close.
+ */
 
 /* Every module marks its ABI and exports the allocator the host uses to hand it data. */
 #define PW_MODULE_BOILERPLATE \
@@ -187,6 +215,32 @@ static inline pw_status pw_http_call(const char *cluster, const char **keys, con
         pw__callouts[token % PW_MAX_CALLOUTS].stream = stream;
         pw__callouts[token % PW_MAX_CALLOUTS].cb = cb;
     }
+    return s;
+}
+
+/* Reads a buffer and replaces it whole (the bytes the current callback is about). */
+static inline pw_status pw_buffer_replace(pw_buffer buffer, const char *data, size_t len) {
+    size_t old = 0; uint32_t flags = 0;
+    if (proxy_get_buffer_status(buffer, &old, &flags) != PW_OK) old = 0;
+    return proxy_set_buffer_bytes(buffer, 0, old, data, len);
+}
+
+/* A unary gRPC call to a cluster (the service given as a bare cluster name, as the Rust and Go
+ * SDKs send it); metadata as n header pairs. */
+static inline pw_status pw_grpc_call(const char *cluster, const char *service, const char *method, const char **keys, const char **values, int n,
+                                     const char *message, size_t message_len, uint32_t timeout_ms, uint32_t *token) {
+    size_t mlen = 0;
+    char *metadata = pw_serialize_pairs(keys, values, n, &mlen);
+    pw_status s = proxy_grpc_call(cluster, strlen(cluster), service, strlen(service), method, strlen(method), metadata, mlen, message, message_len, timeout_ms, token);
+    free(metadata);
+    return s;
+}
+
+static inline pw_status pw_grpc_stream(const char *cluster, const char *service, const char *method, const char **keys, const char **values, int n, uint32_t *token) {
+    size_t mlen = 0;
+    char *metadata = pw_serialize_pairs(keys, values, n, &mlen);
+    pw_status s = proxy_grpc_stream(cluster, strlen(cluster), service, strlen(service), method, strlen(method), metadata, mlen, token);
+    free(metadata);
     return s;
 }
 
