@@ -23,7 +23,7 @@ passed=$((executed - failed))
 # used WasmKit, this one Wasmtime.
 matrix_status=0
 SLUICE_TEST_WASM_RUNTIME=wasmtime swift test --skip-build --disable-swift-testing \
-  --filter 'WasmFilterTests|SampleFilterTests|JWTTests|HotReloadTests' 2>&1 | tee "$log" || matrix_status=$?
+  --filter 'WasmFilterTests|SampleFilterTests|JWTTests|HotReloadTests|NetworkFilterTests|GrpcCalloutTests' 2>&1 | tee "$log" || matrix_status=$?
 summary=$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" "$log" | tail -1)
 if [ -z "$summary" ]; then failed=$((failed + 1)); status=1; else
   m_executed=$(echo "$summary" | sed -E 's/.*Executed ([0-9]+) tests?.*/\1/')
@@ -53,6 +53,9 @@ suite envoy-compat/wire.py
 suite envoy-compat/bootstraps.py
 # TLS and HTTP/2 side by side with Envoy (SNI, ALPN, mTLS, the TLS properties, h2c, gRPC).
 suite envoy-compat/tls.py
+# Network (TCP) filters and gRPC callouts side by side with Envoy: callback traces, bytes,
+# callout reports.
+suite envoy-compat/network.py
 # HTTP/2 attacks with raw frames: the process survives, memory stays bounded, honest clients
 # on other connections are served.
 suite Tests/h2-attacks/attacks.py

@@ -11,7 +11,7 @@ final class UpstreamTLSAndGRPCTests: XCTestCase {
     var upstream: TestUpstream!
     var certs: TestCertificates!
     var proxies: [ProxyUnderTest] = []
-    var peers: [Process] = []
+    var peers: [GRPCPeer] = []
 
     override func setUp() async throws {
         upstream = try await TestUpstream.start(name: "origin", group: testGroup)
@@ -20,11 +20,7 @@ final class UpstreamTLSAndGRPCTests: XCTestCase {
 
     override func tearDown() async throws {
         for proxy in proxies { await proxy.stop() }
-        for peer in peers {
-            try? (peer.standardInput as? Pipe)?.fileHandleForWriting.close()
-            peer.terminate()
-            peer.waitUntilExit()
-        }
+        for peer in peers { peer.stop() }
         await upstream.stop()
         certs.remove()
     }
@@ -159,27 +155,10 @@ final class UpstreamTLSAndGRPCTests: XCTestCase {
 
     /// Starts tests/support/grpc_peer.py's server; returns its port.
     func startGRPCServer(tls: Bool, maxAgeMs: Int? = nil) throws -> Int {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", packageRoot.appendingPathComponent("Tests/support/grpc_peer.py").path, "server"]
-            + (tls ? ["--tls", certs.path("alpha.pem"), certs.path("alpha.key")] : [])
-            + (maxAgeMs.map { ["--max-age-ms", String($0)] } ?? [])
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardInput = Pipe()
-        try process.run()
-        peers.append(process)
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = output.fileHandleForReading.availableData
-            if chunk.isEmpty { throw TLSClientFailure(description: "the gRPC server did not start (is grpcio installed?)") }
-            line.append(chunk)
-        }
-        let text = String(decoding: line, as: UTF8.self)
-        guard text.hasPrefix("PORT "), let port = Int(text.dropFirst(5).trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            throw TLSClientFailure(description: "unexpected gRPC server output: \(text)")
-        }
-        return port
+        let peer = try GRPCPeer(["server"] + (tls ? ["--tls", certs.path("alpha.pem"), certs.path("alpha.key")] : [])
+            + (maxAgeMs.map { ["--max-age-ms", String($0)] } ?? []))
+        peers.append(peer)
+        return peer.port
     }
 
     func runGRPCClient(_ arguments: [String], mode: String = "client") throws -> String {

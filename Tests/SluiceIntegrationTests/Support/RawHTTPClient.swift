@@ -100,6 +100,9 @@ final class RawHTTPClient: @unchecked Sendable {  // used from one thread at a t
         }
     }
 
+    /// The next `n` bytes as text (raw TCP exchanges).
+    func receive(_ n: Int) throws -> String { String(decoding: try readExactly(n, discard: false), as: UTF8.self) }
+
     private func readExactly(_ n: Int, discard: Bool) throws -> [UInt8] {
         var out: [UInt8] = []
         var remaining = n

@@ -52,6 +52,22 @@ func _proxy_resolve_shared_queue(_ vm: UnsafePointer<UInt8>?, _ vmLen: Int, _ na
 func _proxy_enqueue_shared_queue(_ id: UInt32, _ value: UnsafePointer<UInt8>?, _ len: Int) -> UInt32
 @_extern(wasm, module: "env", name: "proxy_dequeue_shared_queue") @_extern(c)
 func _proxy_dequeue_shared_queue(_ id: UInt32, _ ptr: UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>, _ len: UnsafeMutablePointer<Int>) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_close_stream") @_extern(c)
+func _proxy_close_stream(_ type: UInt32) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_get_status") @_extern(c)
+func _proxy_get_status(_ code: UnsafeMutablePointer<UInt32>, _ ptr: UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>, _ len: UnsafeMutablePointer<Int>) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_grpc_call") @_extern(c)
+func _proxy_grpc_call(_ svc: UnsafePointer<UInt8>?, _ svcLen: Int, _ name: UnsafePointer<UInt8>?, _ nameLen: Int, _ method: UnsafePointer<UInt8>?, _ methodLen: Int,
+                      _ md: UnsafePointer<UInt8>?, _ mdLen: Int, _ msg: UnsafePointer<UInt8>?, _ msgLen: Int, _ timeout: UInt32, _ token: UnsafeMutablePointer<UInt32>) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_grpc_stream") @_extern(c)
+func _proxy_grpc_stream(_ svc: UnsafePointer<UInt8>?, _ svcLen: Int, _ name: UnsafePointer<UInt8>?, _ nameLen: Int, _ method: UnsafePointer<UInt8>?, _ methodLen: Int,
+                        _ md: UnsafePointer<UInt8>?, _ mdLen: Int, _ token: UnsafeMutablePointer<UInt32>) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_grpc_send") @_extern(c)
+func _proxy_grpc_send(_ token: UInt32, _ msg: UnsafePointer<UInt8>?, _ len: Int, _ end: UInt32) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_grpc_cancel") @_extern(c)
+func _proxy_grpc_cancel(_ token: UInt32) -> UInt32
+@_extern(wasm, module: "env", name: "proxy_grpc_close") @_extern(c)
+func _proxy_grpc_close(_ token: UInt32) -> UInt32
 @_extern(wasm, module: "env", name: "proxy_get_current_time_nanoseconds") @_extern(c)
 func _proxy_get_current_time_nanoseconds(_ out: UnsafeMutablePointer<UInt64>) -> UInt32
 
@@ -73,9 +89,13 @@ public protocol RootContext: AnyObject {
     func onTick()
     func onQueueReady(queueID: UInt32)
     func createHTTPContext(id: UInt32) -> HTTPContext?
+    /// A TCP connection's context, for a plugin used as a network filter.
+    func createNetworkContext(id: UInt32) -> NetworkContext?
 }
 
 extension RootContext {
+    public func createHTTPContext(id: UInt32) -> HTTPContext? { nil }
+    public func createNetworkContext(id: UInt32) -> NetworkContext? { nil }
     public func onConfigure(configuration: [UInt8]) -> Bool { true }
     public func onTick() {}
     public func onQueueReady(queueID: UInt32) {}
@@ -98,6 +118,30 @@ extension HTTPContext {
     public func onLog() {}
 }
 
+/// Who closed a connection.
+public enum Peer: UInt32 { case unknown = 0, local, remote }
+
+/// One TCP connection through a network filter. `.pause` holds the bytes (the next callback
+/// in that direction sees them again with what came since); `continueDownstream()` resumes
+/// the client's direction. The bytes are `Body.downstreamData` / `Body.upstreamData`.
+public protocol NetworkContext: AnyObject {
+    func onNewConnection() -> Action
+    func onDownstreamData(size: Int, endOfStream: Bool) -> Action
+    func onUpstreamData(size: Int, endOfStream: Bool) -> Action
+    func onDownstreamClose(peer: Peer)
+    func onUpstreamClose(peer: Peer)
+    func onLog()
+}
+
+extension NetworkContext {
+    public func onNewConnection() -> Action { .continue }
+    public func onDownstreamData(size: Int, endOfStream: Bool) -> Action { .continue }
+    public func onUpstreamData(size: Int, endOfStream: Bool) -> Action { .continue }
+    public func onDownstreamClose(peer: Peer) {}
+    public func onUpstreamClose(peer: Peer) {}
+    public func onLog() {}
+}
+
 /// A header map of the current stream.
 public struct Headers {
     let map: UInt32
@@ -106,6 +150,8 @@ public struct Headers {
     public static let response = Headers(map: 2)
     public static let responseTrailers = Headers(map: 3)
     public static let httpCallResponse = Headers(map: 6)
+    public static let grpcInitialMetadata = Headers(map: 4)
+    public static let grpcTrailingMetadata = Headers(map: 5)
 
     public subscript(name: String) -> String? {
         var n = name
@@ -146,6 +192,9 @@ public struct Body {
     public static let request = Body(type: 0)
     public static let response = Body(type: 1)
     public static let httpCallResponse = Body(type: 4)
+    public static let downstreamData = Body(type: 2)
+    public static let upstreamData = Body(type: 3)
+    public static let grpcMessage = Body(type: 5)
 
     public var bytes: [UInt8] {
         var ptr: UnsafeMutablePointer<UInt8>? = nil
@@ -158,6 +207,10 @@ public struct Body {
     public func replace(with new: [UInt8]) {
         let current = bytes.count
         new.withUnsafeBufferPointer { _ = _proxy_set_buffer_bytes(type, 0, current, $0.baseAddress, $0.count) }
+    }
+
+    public func prepend(_ more: [UInt8]) {
+        more.withUnsafeBufferPointer { _ = _proxy_set_buffer_bytes(type, 0, 0, $0.baseAddress, $0.count) }
     }
 
     public func append(_ more: [UInt8]) {
@@ -207,6 +260,14 @@ public func nowNanoseconds() -> UInt64 {
 
 public func continueRequest() { _ = _proxy_continue_stream(0) }
 public func continueResponse() { _ = _proxy_continue_stream(1) }
+/// Resumes the client's direction of the current connection (network filters).
+public func continueDownstream() { _ = _proxy_continue_stream(2) }
+/// Closes the current connection once what was written is flushed.
+public func closeDownstream() { _ = _proxy_close_stream(2) }
+public func closeUpstream() { _ = _proxy_close_stream(3) }
+/// Makes `id` the context later calls act on (a connection or stream, from a root callback).
+@discardableResult
+public func setEffectiveContext(_ id: UInt32) -> Bool { _proxy_set_effective_context(id) == 0 }
 public func setTickPeriod(milliseconds: UInt32) { _ = _proxy_set_tick_period_milliseconds(milliseconds) }
 
 /// Shared key-value data (per vm_id, shared by all workers), with compare-and-swap.
@@ -291,6 +352,70 @@ public func httpCall(cluster: String, method: String = "GET", path: String, auth
     return true
 }
 
+/// How a gRPC callout ended: a unary call's reply, or a status (with its message).
+public enum GrpcOutcome {
+    case message([UInt8])
+    case closed(status: UInt32, message: String)
+}
+
+/// A unary gRPC call to a cluster (`service` and `method` as in `/service/method`); the
+/// callback runs on the root context.
+@discardableResult
+public func grpcCall(cluster: String, service: String, method: String, metadata: [(String, String)] = [], message: [UInt8],
+                     timeoutMilliseconds: UInt32 = 5000, callback: @escaping (GrpcOutcome) -> Void) -> UInt32? {
+    let pairs = encodePairs(metadata)
+    var c = cluster, s = service, m = method
+    var token: UInt32 = 0
+    let status = c.withUTF8 { cc in s.withUTF8 { ss in m.withUTF8 { mm in pairs.withUnsafeBufferPointer { p in message.withUnsafeBufferPointer { b in
+        _proxy_grpc_call(cc.baseAddress, cc.count, ss.baseAddress, ss.count, mm.baseAddress, mm.count, p.baseAddress, p.count, b.baseAddress, b.count, timeoutMilliseconds, &token)
+    } } } } }
+    guard status == 0 else { return nil }
+    Runtime.grpc[token] = GrpcHandlers(outcome: callback)
+    return token
+}
+
+/// A gRPC stream to a cluster: send messages, then `close()` (half-close); events arrive on
+/// the root context.
+public final class GrpcStream {
+    public let token: UInt32
+    init(token: UInt32) { self.token = token }
+
+    public static func open(cluster: String, service: String, method: String, metadata: [(String, String)] = [],
+                            onInitialMetadata: @escaping ([(String, String)]) -> Void = { _ in },
+                            onMessage: @escaping ([UInt8]) -> Void,
+                            onTrailingMetadata: @escaping ([(String, String)]) -> Void = { _ in },
+                            onClose: @escaping (UInt32, String) -> Void) -> GrpcStream? {
+        let pairs = encodePairs(metadata)
+        var c = cluster, s = service, m = method
+        var token: UInt32 = 0
+        let status = c.withUTF8 { cc in s.withUTF8 { ss in m.withUTF8 { mm in pairs.withUnsafeBufferPointer { p in
+            _proxy_grpc_stream(cc.baseAddress, cc.count, ss.baseAddress, ss.count, mm.baseAddress, mm.count, p.baseAddress, p.count, &token)
+        } } } }
+        guard status == 0 else { return nil }
+        Runtime.grpc[token] = GrpcHandlers(outcome: { outcome in
+            if case .closed(let code, let message) = outcome { onClose(code, message) }
+        }, initialMetadata: onInitialMetadata, message: onMessage, trailingMetadata: onTrailingMetadata)
+        return GrpcStream(token: token)
+    }
+
+    public func send(_ message: [UInt8], endOfStream: Bool = false) {
+        message.withUnsafeBufferPointer { _ = _proxy_grpc_send(token, $0.baseAddress, $0.count, endOfStream ? 1 : 0) }
+    }
+    public func close() { _ = _proxy_grpc_close(token) }
+    /// No callback follows.
+    public func cancel() {
+        _ = _proxy_grpc_cancel(token)
+        Runtime.grpc[token] = nil
+    }
+}
+
+struct GrpcHandlers {
+    var outcome: (GrpcOutcome) -> Void
+    var initialMetadata: (([(String, String)]) -> Void)?
+    var message: (([UInt8]) -> Void)?
+    var trailingMetadata: (([(String, String)]) -> Void)?
+}
+
 public struct HTTPCallResponse {
     public var status: Int
     public var headers: [(String, String)]
@@ -300,14 +425,32 @@ public struct HTTPCallResponse {
 // MARK: - Runtime: the ABI exports
 
 enum Runtime {
-    nonisolated(unsafe) static var root: RootContext?
+    /// One root context per plugin: plugins with the same vm_id share the module's instance.
+    nonisolated(unsafe) static var roots: [UInt32: RootContext] = [:]
     nonisolated(unsafe) static var streams: [UInt32: HTTPContext] = [:]
+    nonisolated(unsafe) static var connections: [UInt32: NetworkContext] = [:]
+    /// Contexts whose kind is not known yet, with their root: made at their first callback.
+    nonisolated(unsafe) static var created: [UInt32: UInt32] = [:]
+    nonisolated(unsafe) static var grpc: [UInt32: GrpcHandlers] = [:]
     nonisolated(unsafe) static var callouts: [UInt32: (UInt32, (HTTPCallResponse?) -> Void)] = [:]
     nonisolated(unsafe) static var currentContext: UInt32 = 0
 
+    /// The HTTP context of `id`, made at its first HTTP callback.
     static func stream(_ id: UInt32) -> HTTPContext? {
         currentContext = id
-        return streams[id]
+        if let http = streams[id] { return http }
+        guard let root = created.removeValue(forKey: id), let http = roots[root]?.createHTTPContext(id: id) else { return nil }
+        streams[id] = http
+        return http
+    }
+
+    /// The network context of `id`, made at its first TCP callback.
+    static func connection(_ id: UInt32) -> NetworkContext? {
+        currentContext = id
+        if let network = connections[id] { return network }
+        guard let root = created.removeValue(forKey: id), let network = roots[root]?.createNetworkContext(id: id) else { return nil }
+        connections[id] = network
+        return network
     }
 
     static func action(_ a: Action) -> UInt32 { a == .continue ? 0 : 1 }
@@ -324,9 +467,10 @@ func _allocate(_ size: Int) -> UnsafeMutableRawPointer? {
 @_expose(wasm, "proxy_on_context_create") @_cdecl("proxy_on_context_create")
 func _onContextCreate(_ id: UInt32, _ parent: UInt32) {
     if parent == 0 {
-        Runtime.root = makeRootContext()
-    } else if let root = Runtime.root, let http = root.createHTTPContext(id: id) {
-        Runtime.streams[id] = http
+        Runtime.roots[id] = makeRootContext()
+    } else {
+        // An HTTP stream or a TCP connection: its first callback tells which.
+        Runtime.created[id] = parent
     }
 }
 
@@ -335,14 +479,14 @@ func _onConfigure(_ root: UInt32, _ size: UInt32) -> UInt32 {
     var ptr: UnsafeMutablePointer<UInt8>? = nil
     var len = 0
     let configuration = _proxy_get_buffer_bytes(7, 0, Int(size), &ptr, &len) == 0 ? takeBytes(ptr, len) : []
-    return (Runtime.root?.onConfigure(configuration: configuration) ?? true) ? 1 : 0
+    return (Runtime.roots[root]?.onConfigure(configuration: configuration) ?? true) ? 1 : 0
 }
 
 @_expose(wasm, "proxy_on_tick") @_cdecl("proxy_on_tick")
-func _onTick(_ root: UInt32) { Runtime.root?.onTick() }
+func _onTick(_ root: UInt32) { Runtime.roots[root]?.onTick() }
 
 @_expose(wasm, "proxy_on_queue_ready") @_cdecl("proxy_on_queue_ready")
-func _onQueueReady(_ root: UInt32, _ id: UInt32) { Runtime.root?.onQueueReady(queueID: id) }
+func _onQueueReady(_ root: UInt32, _ id: UInt32) { Runtime.roots[root]?.onQueueReady(queueID: id) }
 
 @_expose(wasm, "proxy_on_request_headers") @_cdecl("proxy_on_request_headers")
 func _onRequestHeaders(_ id: UInt32, _ n: UInt32, _ eos: UInt32) -> UInt32 {
@@ -379,8 +523,67 @@ func _onHTTPCallResponse(_ root: UInt32, _ token: UInt32, _ nHeaders: UInt32, _ 
     callback(HTTPCallResponse(status: status, headers: headers, body: Body.httpCallResponse.bytes))
 }
 
+@_expose(wasm, "proxy_on_new_connection") @_cdecl("proxy_on_new_connection")
+func _onNewConnection(_ id: UInt32) -> UInt32 {
+    Runtime.action(Runtime.connection(id)?.onNewConnection() ?? .continue)
+}
+
+@_expose(wasm, "proxy_on_downstream_data") @_cdecl("proxy_on_downstream_data")
+func _onDownstreamData(_ id: UInt32, _ size: UInt32, _ eos: UInt32) -> UInt32 {
+    Runtime.action(Runtime.connection(id)?.onDownstreamData(size: Int(size), endOfStream: eos != 0) ?? .continue)
+}
+
+@_expose(wasm, "proxy_on_upstream_data") @_cdecl("proxy_on_upstream_data")
+func _onUpstreamData(_ id: UInt32, _ size: UInt32, _ eos: UInt32) -> UInt32 {
+    Runtime.action(Runtime.connection(id)?.onUpstreamData(size: Int(size), endOfStream: eos != 0) ?? .continue)
+}
+
+@_expose(wasm, "proxy_on_downstream_connection_close") @_cdecl("proxy_on_downstream_connection_close")
+func _onDownstreamClose(_ id: UInt32, _ peer: UInt32) {
+    Runtime.connection(id)?.onDownstreamClose(peer: Peer(rawValue: peer) ?? .unknown)
+}
+
+@_expose(wasm, "proxy_on_upstream_connection_close") @_cdecl("proxy_on_upstream_connection_close")
+func _onUpstreamClose(_ id: UInt32, _ peer: UInt32) {
+    Runtime.connection(id)?.onUpstreamClose(peer: Peer(rawValue: peer) ?? .unknown)
+}
+
+@_expose(wasm, "proxy_on_grpc_receive_initial_metadata") @_cdecl("proxy_on_grpc_receive_initial_metadata")
+func _onGrpcInitialMetadata(_ root: UInt32, _ token: UInt32, _ count: UInt32) {
+    Runtime.grpc[token]?.initialMetadata?(Headers.grpcInitialMetadata.all)
+}
+
+@_expose(wasm, "proxy_on_grpc_receive") @_cdecl("proxy_on_grpc_receive")
+func _onGrpcReceive(_ root: UInt32, _ token: UInt32, _ size: UInt32) {
+    guard let handlers = Runtime.grpc[token] else { return }
+    if let message = handlers.message {
+        message(Body.grpcMessage.bytes)
+    } else {
+        // A unary call's reply ends it.
+        Runtime.grpc[token] = nil
+        handlers.outcome(.message(Body.grpcMessage.bytes))
+    }
+}
+
+@_expose(wasm, "proxy_on_grpc_receive_trailing_metadata") @_cdecl("proxy_on_grpc_receive_trailing_metadata")
+func _onGrpcTrailingMetadata(_ root: UInt32, _ token: UInt32, _ count: UInt32) {
+    Runtime.grpc[token]?.trailingMetadata?(Headers.grpcTrailingMetadata.all)
+}
+
+@_expose(wasm, "proxy_on_grpc_close") @_cdecl("proxy_on_grpc_close")
+func _onGrpcClose(_ root: UInt32, _ token: UInt32, _ status: UInt32) {
+    guard let handlers = Runtime.grpc.removeValue(forKey: token) else { return }
+    var code: UInt32 = 0
+    var ptr: UnsafeMutablePointer<UInt8>? = nil
+    var len = 0
+    let message = _proxy_get_status(&code, &ptr, &len) == 0 ? takeString(ptr, len) : ""
+    handlers.outcome(.closed(status: status, message: message))
+}
+
 @_expose(wasm, "proxy_on_log") @_cdecl("proxy_on_log")
-func _onLog(_ id: UInt32) { Runtime.stream(id)?.onLog() }
+func _onLog(_ id: UInt32) {
+    if Runtime.connections[id] != nil { Runtime.connection(id)?.onLog() } else { Runtime.stream(id)?.onLog() }
+}
 
 @_expose(wasm, "proxy_on_done") @_cdecl("proxy_on_done")
 func _onDone(_ id: UInt32) -> UInt32 { 1 }
@@ -388,6 +591,8 @@ func _onDone(_ id: UInt32) -> UInt32 { 1 }
 @_expose(wasm, "proxy_on_delete") @_cdecl("proxy_on_delete")
 func _onDelete(_ id: UInt32) {
     Runtime.streams[id] = nil
+    Runtime.connections[id] = nil
+    Runtime.created[id] = nil
 }
 
 // MARK: - Helpers

@@ -13,6 +13,7 @@
  *                 with proxy_continue_stream(Downstream) from a tick
  *   close-on      closes the connection when the client sends "EVIL" (proxy_close_stream
  *                 Downstream) or the upstream sends "LEAK" (Upstream)
+ *   trap          traps (unreachable) when the client sends "BOOM"
  *   observe       traces, counts nothing (for an HTTP listener, whose bytes differ by proxy)
  *   report        (HTTP) answers every request with the counters and the trace
  * Every other mode also counts and traces. The two plugins share one VM, so each
@@ -152,6 +153,8 @@ PW_EXPORT(proxy_on_downstream_data) uint32_t on_downstream_data(uint32_t ctx, ui
             proxy_set_tick_period_milliseconds(roots[root_index(conns[slot].root)].hold_ms);
         }
         if (conns[slot].held == 1) result = PW_PAUSE;
+    } else if (is("trap") && data && len >= 4) {
+        for (size_t i = 0; i + 4 <= len; i++) if (memcmp(data + i, "BOOM", 4) == 0) __builtin_trap();
     } else if (is("close-on") && data && len >= 4) {
         for (size_t i = 0; i + 4 <= len; i++) if (memcmp(data + i, "EVIL", 4) == 0) {
             trace(ctx, "close-downstream");
