@@ -311,7 +311,7 @@ final class EnvoyTranslationTests: XCTestCase {
         let a = try placeholder("a.pem"), ak = try placeholder("a.key"), b = try placeholder("b.pem"), bk = try placeholder("b.key")
         let yaml = tlsBootstrap(tlsChain("a.test, \"*.a.test\"", cert: a, key: ak, extra: "require_client_certificate: true") + "\n" + tlsChain("B.test", cert: b, key: bk))
         let result = try EnvoyTranslation.translate(yaml: yaml, file: "envoy.yaml")
-        XCTAssertEqual(result.unsupported.map(\.keyPath), [])
+        XCTAssertFalse(result.unsupported.contains { $0.keyPath.contains("listeners[1]") }, "\(result.unsupported)")
         let tls = try XCTUnwrap(result.config.listeners[0].tls)
         XCTAssertEqual(tls.serverNames.map(\.serverNames), [["a.test", "*.a.test"], ["b.test"]])
         XCTAssertEqual(tls.serverNames.map { $0.certificates[0].certificateChain }, [a, b])
@@ -371,5 +371,43 @@ final class EnvoyTranslationTests: XCTestCase {
         XCTAssertTrue(checked.verify)
         XCTAssertFalse(checked.verifyName, "Envoy checks no name without SAN matchers")
         XCTAssertEqual(checked.trustedCA, ca)
+    }
+
+    /// envoy.filters.network.wasm before tcp_proxy (or the HTTP connection manager) becomes a
+    /// network filter; alone, it is refused as Envoy refuses a chain without a terminal filter.
+    func testNetworkWasmFilters() throws {
+        let module = try placeholder("guard.wasm")
+        let wasmFilter = """
+              - name: envoy.filters.network.wasm
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
+                  config:
+                    name: guard
+                    root_id: guard
+                    fail_open: true
+                    configuration: { "@type": type.googleapis.com/google.protobuf.StringValue, value: "count" }
+                    vm_config: { vm_id: net, runtime: envoy.wasm.runtime.v8, code: { local: { filename: \(module) } } }
+
+        """
+        let tcpProxy = "      - name: envoy.filters.network.tcp_proxy\n"
+        XCTAssertTrue(bootstrap.contains(tcpProxy))
+        let yaml = bootstrap.replacingOccurrences(of: tcpProxy, with: wasmFilter + tcpProxy)
+        let result = try EnvoyTranslation.translate(yaml: yaml, file: "envoy.yaml")
+        let raw = result.config.listeners[1]
+        XCTAssertEqual(raw.proto, .tcp)
+        XCTAssertEqual(raw.networkFilters, ["guard"])
+        let plugin = try XCTUnwrap(result.config.plugins.first { $0.name == "guard" })
+        XCTAssertEqual(plugin.module, module)
+        XCTAssertEqual(plugin.vmID, "net")
+        XCTAssertEqual(plugin.configuration, "count")
+        XCTAssertEqual(plugin.failurePolicy, .failOpen)
+        XCTAssertFalse(result.unsupported.contains { $0.keyPath.contains("listeners[1]") }, "\(result.unsupported)")
+
+        let tcpProxyConfig = "        typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: tcp, cluster: api }\n"
+        XCTAssertTrue(bootstrap.contains(tcpProxy + tcpProxyConfig))
+        let alone = bootstrap.replacingOccurrences(of: tcpProxy + tcpProxyConfig, with: wasmFilter)
+        XCTAssertThrowsError(try EnvoyTranslation.translate(yaml: alone, file: "envoy.yaml")) { error in
+            XCTAssertTrue("\(error)".contains("not a terminal filter"), "\(error)")
+        }
     }
 }

@@ -90,6 +90,26 @@ final class ValidationTests: XCTestCase {
             """, line: 4, column: 20, path: "listeners[0].http_filters[0]", contains: "unknown plugin 'auth'")
     }
 
+    func test03b_networkFilterNamesMissingPlugin() throws {
+        assertOne("""
+            listeners:
+              - name: db
+                address: 127.0.0.1:5433
+                protocol: tcp
+                cluster: backend
+                network_filters: [guard]
+            \(Self.cluster)
+            """, line: 6, column: 23, path: "listeners[0].network_filters[0]", contains: "unknown plugin 'guard'")
+        let config = try ConfigLoader.parse(yaml: """
+            listeners:
+              - { name: db, address: 127.0.0.1:5433, protocol: tcp, cluster: backend, network_filters: [guard] }
+              - { name: web, address: 127.0.0.1:8080, network_filters: [guard], routes: [{ match: { prefix: / }, cluster: backend }] }
+            \(Self.cluster)
+            plugins: [{ name: guard, module: /dev/null }]
+            """, file: "ok.yaml")
+        XCTAssertEqual(config.listeners.map(\.networkFilters), [["guard"], ["guard"]], "network filters on tcp and http listeners")
+    }
+
     func test04_badAddress() {
         assertOne("""
             listeners:
