@@ -401,7 +401,7 @@ extension WasmFilterTests {
         let h = try upstreamHeaders(r)
         XCTAssertEqual(h["x-foreign"], "0/0/40", "compress then uncompress round-trips 40 bytes")
         XCTAssertEqual(h["x-foreign-missing"], "1", "unknown foreign function: NotFound")
-        XCTAssertEqual(try upstreamHeaders(try get(port, "grpc"))["x-grpc-status"], "12", "gRPC answers Unimplemented")
+        XCTAssertEqual(try upstreamHeaders(try get(port, "grpc"))["x-grpc-status"], "4", "a gRPC service naming no cluster: ParseFailure, as Envoy")
 
         let stats = try p.stats()
         let requests = Int(stats.split(separator: "\n").first { $0.hasPrefix("requests ") }?.split(separator: " ").last ?? "") ?? 0

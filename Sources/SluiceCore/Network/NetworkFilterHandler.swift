@@ -280,9 +280,21 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
         checkUpstreamPressure()
     }
 
+    /// Above the limit, the upstream stops being read. On an HTTP listener nothing can be
+    /// paused (the codec writes its responses into this handler): the connection is closed
+    /// rather than held bytes growing without bound.
     private func checkUpstreamPressure() {
-        upstreamReads.set(open: upstream.readableBytes <= bufferLimit)
+        let below = upstream.readableBytes <= bufferLimit
+        if !below && !upstreamReadsGated, let context {
+            upstream.clear()
+            closeAfterFlush(context)
+            return
+        }
+        upstreamReads.set(open: below)
     }
+
+    /// A TCP proxy's upstream reads through `upstreamReads`.
+    private var upstreamReadsGated = false
 
     // MARK: the end
 
@@ -455,5 +467,6 @@ extension NetworkFilterHandler {
     /// The TCP proxy connected upstream: the gate on its reads.
     func upstreamConnected(splice: SpliceHandler) {
         splice.readGate = upstreamReads
+        upstreamReadsGated = true
     }
 }

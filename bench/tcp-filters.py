@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""TCP proxying with and without a network Proxy-Wasm filter, Sluice beside Envoy in the
+same run: one client streams SIZE_MB through the proxy to a sink that discards it (and
+answers the byte count at the end), rounds interleaved, medians reported with each proxy's
+CPU time per GiB moved.
+
+  SLUICE=.build/release/sluice ROUNDS=3 SIZE_MB=512 bench/tcp-filters.py
+
+Modes: `plain` (tcp_proxy alone) and `count` (filters/test/c/network.c in `count` mode before
+it: every data callback copies the bytes into the guest and adds to shared data), on one
+worker each. Prints a table; bench/RESULTS.md keeps the numbers.
+"""
+import os, socket, statistics, sys, tempfile, threading, time
+
+from benchlib import Proxies, cpu_seconds
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "envoy-compat"))
+from proxies import envoy_binary, free_port  # noqa: E402
+import network  # noqa: E402  (envoy-compat/network.py: the bootstrap pieces)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SLUICE = os.environ.get("SLUICE", os.path.join(ROOT, ".build", "release", "sluice"))
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+SIZE = int(os.environ.get("SIZE_MB", "512")) << 20
+CHUNK = 256 << 10
+
+
+def sink():
+    """Discards what it reads; at the client's FIN answers the count and closes."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+
+    def serve(c):
+        total = 0
+        while True:
+            data = c.recv(1 << 20)
+            if not data:
+                break
+            total += len(data)
+        c.sendall(str(total).encode())
+        c.close()
+
+    def accept():
+        while True:
+            c, _ = listener.accept()
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+    threading.Thread(target=accept, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+def push(port):
+    """Seconds to stream SIZE bytes through the proxy and have the sink confirm them."""
+    payload = b"x" * CHUNK
+    c = socket.create_connection(("127.0.0.1", port))
+    start = time.perf_counter()
+    sent = 0
+    while sent < SIZE:
+        c.sendall(payload)
+        sent += CHUNK
+    c.shutdown(socket.SHUT_WR)
+    answer = b""
+    while True:
+        data = c.recv(64)
+        if not data:
+            break
+        answer += data
+    elapsed = time.perf_counter() - start
+    c.close()
+    if int(answer or b"0") != SIZE:
+        sys.exit("the sink got %r bytes, expected %d" % (answer, SIZE))
+    return elapsed
+
+
+def bootstrap(admin, listeners, sink_port):
+    return """admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+static_resources:
+  listeners:{listeners}
+  clusters:{cluster}
+""".format(admin=admin, listeners=listeners, cluster=network.cluster("echo", sink_port))
+
+
+def main():
+    if not os.path.exists(SLUICE):
+        sys.exit("%s missing: swift build -c release" % SLUICE)
+    work = tempfile.mkdtemp(prefix="sluice-tcp-bench-")
+    proxies = Proxies(work)
+    sink_port = sink()
+    results = {}
+    try:
+        for _ in range(ROUNDS):
+            for mode in ("plain", "count"):
+                for name, cmd in (("envoy", [envoy_binary(), "--concurrency", "1", "--log-level", "error", "-c"]),
+                                  ("sluice", [SLUICE, "run", "--workers", "1", "--envoy-config"])):
+                    admin, port = free_port(), free_port()
+                    if mode == "plain":
+                        listener = """
+  - name: tcp
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: echo""".format(port=port)
+                    else:
+                        listener = network.tcp_listener("tcp", port, "count")
+                    path = os.path.join(work, "%s-%s.yaml" % (name, mode))
+                    with open(path, "w") as f:
+                        f.write(bootstrap(admin, listener, sink_port))
+                    p = proxies.start(cmd + [path], admin, "%s-%s" % (name, mode))
+                    push(port)  # warm-up: VM contexts, pools, page cache
+                    before = cpu_seconds(p.pid)
+                    seconds = push(port)
+                    cpu = cpu_seconds(p.pid) - before
+                    proxies.stop(p)
+                    results.setdefault((mode, name), []).append((SIZE / seconds / (1 << 20), cpu / (SIZE / (1 << 30))))
+        print("| mode | Envoy MiB/s | Sluice MiB/s | Sluice/Envoy | CPU s per GiB, Sluice vs Envoy |")
+        print("|---|---:|---:|---:|---|")
+        for mode in ("plain", "count"):
+            e = [r[0] for r in results[(mode, "envoy")]]
+            s = [r[0] for r in results[(mode, "sluice")]]
+            ec = statistics.median(r[1] for r in results[(mode, "envoy")])
+            sc = statistics.median(r[1] for r in results[(mode, "sluice")])
+            print("| %s | %.0f | %.0f | %.2fx | %.2f vs %.2f |" % (mode, statistics.median(e), statistics.median(s),
+                                                                 statistics.median(s) / statistics.median(e), sc, ec))
+    finally:
+        proxies.kill_all()
+
+
+if __name__ == "__main__":
+    main()
