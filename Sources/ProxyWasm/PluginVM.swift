@@ -60,6 +60,13 @@ public final class PluginVM {
         return sharedRoots[currentRootID]?.services ?? services
     }
 
+    /// The services of the plugin whose root context is `root` (a callout's owner, whichever
+    /// context touches it).
+    func services(ofRoot root: UInt32) -> PluginServices? {
+        if root == rootContextID { return services }
+        return sharedRoots[root]?.services
+    }
+
     func isRootContext(_ id: UInt32) -> Bool { id == rootContextID || sharedRoots[id] != nil }
 
     /// The context the host is calling into, and the one hostcalls act on (may be switched

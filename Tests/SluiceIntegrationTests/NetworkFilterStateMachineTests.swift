@@ -107,6 +107,30 @@ final class NetworkFilterStateMachineTests: XCTestCase {
         XCTAssertEqual(try written(), "<pong>", "prepended and appended by proxy_on_upstream_data")
     }
 
+    /// A filter that holds the upstream's bytes until their end: the FIN releases them, and
+    /// they go out before it.
+    func testHeldUpstreamBytesGoOutAtTheUpstreamsEnd() async throws {
+        try await start(mode: "hold-up")
+        // The writes' promises complete only when the bytes go out: not waited on here.
+        channel.writeAndFlush(ByteBuffer(string: "part one, "), promise: nil)
+        channel.writeAndFlush(ByteBuffer(string: "part two"), promise: nil)
+        loop.run()
+        XCTAssertEqual(try written(), "", "held: the next upstream callback saw both parts")
+        channel.close(mode: .output, promise: nil)  // the TCP proxy passing the upstream's FIN
+        loop.run()
+        XCTAssertEqual(try written(), "part one, part two")
+    }
+
+    /// Bytes towards the client held past the limit close the connection: nothing could
+    /// release them but more upstream bytes, which waiting would never read.
+    func testHeldUpstreamBytesAboveTheLimitCloseTheConnection() async throws {
+        try await start(mode: "hold-up", limitKB: 1)
+        channel.writeAndFlush(ByteBuffer(string: String(repeating: "y", count: 2048)), promise: nil)
+        loop.run()
+        XCTAssertFalse(channel.isActive)
+        XCTAssertEqual(try written(), "", "the held bytes were dropped, not sent")
+    }
+
     func testHeldClientBytesAboveTheLimitStopReads() async throws {
         try await start(mode: "hold-once 1000", limitKB: 1)
         let reads = ReadCounter()

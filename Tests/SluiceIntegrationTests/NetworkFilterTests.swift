@@ -287,4 +287,51 @@ final class NetworkFilterTests: EngineMatrixTestCase {
             XCTAssertTrue(refused.isClosedByPeer(), "NOT_FOUND from the authorization service: refused")
         }
     }
+
+    /// A gradual rollout applies to network filters as to HTTP ones: with weight 100 every
+    /// connection runs the rollout version.
+    func testRolloutTakesConnections() async throws {
+        let module = try TestFilters.path("c-network")
+        let proxy = try await start(mode: "count", upstream: try await echoServer(), extra: ", rollout: { module: \(module), weight: 100 }")
+        let port = proxy.port()
+        for _ in 0..<3 {
+            try await blocking {
+                let client = try RawHTTPClient(port: port, timeout: 5)
+                try client.send("x")
+                XCTAssertEqual(try client.receive(1), "x")
+            }
+        }
+        XCTAssertEqual(try proxy.sample("sluice_plugin_streams_total{plugin=\"net\",version=\"rollout\"}"), 3)
+        XCTAssertEqual(try proxy.sample("sluice_plugin_streams_total{plugin=\"net\",version=\"primary\"}") ?? 0, 0)
+    }
+
+    /// On an HTTP listener that terminates TLS, network filters sit behind TLS and before the
+    /// HTTP codec: they see the plaintext request and response, as Envoy's do.
+    func testNetworkFilterOnATLSHTTPListenerSeesPlaintext() async throws {
+        let certs = try TestCertificates.make()
+        defer { certs.remove() }
+        let module = try TestFilters.path("c-network")
+        let proxy = try await ProxyUnderTest.start("""
+            listeners:
+              - name: main
+                address: 127.0.0.1:0
+                tls: { certificates: [{ certificate_chain: \(certs.path("alpha.pem")), private_key: \(certs.path("alpha.key")) }] }
+                network_filters: [net]
+                routes: [{ match: { prefix: / }, direct_response: { status: 200, body: "plain" } }]
+              - { name: report, address: 127.0.0.1:0, http_filters: [report], routes: [{ match: { prefix: / }, direct_response: { status: 200 } }] }
+            plugins:
+              - { name: net, module: \(module), vm_id: net, configuration: "count" }
+              - { name: report, module: \(module), vm_id: net, configuration: "report" }
+            """)
+        proxies.append(proxy)
+        let (status, output) = try curl(["--http1.1", "--cacert", certs.path("ca.pem"), "--resolve", "alpha.test:\(proxy.port()):127.0.0.1",
+                                         "https://alpha.test:\(proxy.port())/path"])
+        XCTAssertEqual(status, 0, output)
+        XCTAssertEqual(output, "plain")
+        let (_, traces) = try report(proxy, connections: 1)
+        XCTAssertTrue(traces[0].hasPrefix("new source:0+ destination:0+ connection_id:0+ request_path:1 down("), traces[0])
+        let written = try XCTUnwrap(traces[0].split(separator: " ").first { $0.hasPrefix("down(") })
+        let size = Int(written.dropFirst(5).split(separator: ",")[0])!
+        XCTAssertLessThan(size, 200, "the request's plaintext size, not TLS records: \(traces[0])")
+    }
 }

@@ -19,6 +19,8 @@ Service `sluice.test.Echo`:
   Sum(stream)  -> client stream: total length of the messages, as text
   Chat(stream) -> bidirectional: each message upper-cased
   Slow(bytes)  -> the same bytes after as many milliseconds as the request says
+  Meta(bytes)  -> the request metadata the server received, "name=value" lines (name order),
+                  without the ones the HTTP/2 transport adds
 
   grpc_peer.py cut-server                 an HTTP/2 server (the h2 library) that answers any
                                          call with headers and two messages ("n=0", "n=1"),
@@ -62,6 +64,11 @@ class Echo:
         for r in requests:
             yield r.upper()
 
+    def meta(self, request, context):
+        transport = {"user-agent", "grpc-accept-encoding", "accept-encoding", "grpc-timeout", "te", "content-type"}
+        pairs = sorted((k, v) for k, v in context.invocation_metadata() if k not in transport and not k.startswith("x-envoy"))
+        return "".join("%s=%s\n" % p for p in pairs).encode()
+
     def slow(self, request, context):
         import time
         time.sleep(int(request.decode()) / 1000)
@@ -77,6 +84,7 @@ def serve(tls, max_age_ms=None):
         "Sum": grpc.stream_unary_rpc_method_handler(echo.sum, identity, identity),
         "Chat": grpc.stream_stream_rpc_method_handler(echo.chat, identity, identity),
         "Slow": grpc.unary_unary_rpc_method_handler(echo.slow, identity, identity),
+        "Meta": grpc.unary_unary_rpc_method_handler(echo.meta, identity, identity),
     }
     options = [("grpc.max_connection_age_ms", max_age_ms), ("grpc.max_connection_age_grace_ms", 5000)] if max_age_ms else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options)

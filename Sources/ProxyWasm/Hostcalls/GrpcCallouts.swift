@@ -136,7 +136,7 @@ extension PluginVM {
         guard let message = bytes(ptr, len) else { return .invalidMemoryAccess }
         guard let callout = grpcCallouts[token] else { return .notFound }
         guard callout.kind == .stream else { return .badArgument }
-        guard let services = currentServices else { return .internalFailure }
+        guard let services = services(ofRoot: callout.root) else { return .internalFailure }
         if callout.localClosed { return .ok }
         if endStream != 0 { grpcCallouts[token]?.localClosed = true }
         services.grpcSend(token: token, message: message, endStream: endStream != 0)
@@ -145,9 +145,9 @@ extension PluginVM {
 
     /// Stops a callout; no callback follows.
     func grpcCancel(_ token: UInt32) -> WasmResult {
-        guard grpcCallouts.removeValue(forKey: token) != nil else { return .notFound }
+        guard let callout = grpcCallouts.removeValue(forKey: token) else { return .notFound }
         forgetCallout(token)
-        currentServices?.grpcCancel(token: token)
+        services(ofRoot: callout.root)?.grpcCancel(token: token)
         return .ok
     }
 
@@ -158,7 +158,7 @@ extension PluginVM {
         if callout.kind == .call { return grpcCancel(token) }
         if !callout.localClosed {
             grpcCallouts[token]?.localClosed = true
-            currentServices?.grpcSend(token: token, message: nil, endStream: true)
+            services(ofRoot: callout.root)?.grpcSend(token: token, message: nil, endStream: true)
         }
         return .ok
     }

@@ -350,6 +350,7 @@ public final class SluiceServer: @unchecked Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: proto == .tcp)
+            .childChannelOption(.recvAllocator, value: proto == .tcp ? TCPProxyHandler.readSizes : AdaptiveRecvByteBufferAllocator())
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     connections.add(channel)

@@ -27,7 +27,7 @@ final class GrpcCallout: ChannelDuplexHandler, @unchecked Sendable {
     enum Phase {
         /// Waiting for the stream (and maybe the connection) to open; what the filter sends
         /// meanwhile waits here.
-        case opening(pending: [HTTPClientRequestPart])
+        case opening(pending: [(HTTPClientRequestPart, bytes: Int)])
         case open(ChannelHandlerContext)
         case finished
     }
@@ -87,11 +87,23 @@ final class GrpcCallout: ChannelDuplexHandler, @unchecked Sendable {
         return buffer
     }
 
-    /// A stream's next message, or only its end (message nil).
+    /// A stream's next message, or only its end (message nil). Messages the peer has not
+    /// taken yet (HTTP/2 flow control) are bounded: past `maxUnsentBytes` the callout ends
+    /// with RESOURCE_EXHAUSTED rather than buffering without limit.
     func send(_ message: [UInt8]?, endStream: Bool) {
-        if let message { enqueue(.body(.byteBuffer(Self.frame(message)))) }
+        if let message {
+            unsentBytes += message.count + 5
+            guard unsentBytes <= Self.maxUnsentBytes else {
+                fail(status: 8, message: Self.envoyMessage("", details: "more than \(Self.maxUnsentBytes) bytes of messages not yet sent"))
+                return
+            }
+            enqueue(.body(.byteBuffer(Self.frame(message))), bytes: message.count + 5)
+        }
         if endStream { enqueue(.end(nil)) }
     }
+
+    static let maxUnsentBytes = 16 << 20
+    private var unsentBytes = 0
 
     /// The filter cancelled: the stream is reset, nothing more is delivered.
     func cancel() {
@@ -106,16 +118,24 @@ final class GrpcCallout: ChannelDuplexHandler, @unchecked Sendable {
         return nil
     }
 
-    private func enqueue(_ part: HTTPClientRequestPart) {
+    /// Writes a part, or keeps it until the stream is open. `bytes` of a message count as
+    /// unsent until the write completes.
+    private func enqueue(_ part: HTTPClientRequestPart, bytes: Int = 0) {
         switch phase {
         case .opening(var pending):
-            pending.append(part)
+            pending.append((part, bytes))
             phase = .opening(pending: pending)
         case .open(let context):
-            context.writeAndFlush(wrapOutboundOut(part), promise: nil)
+            write(part, bytes: bytes, context: context)
+            context.flush()
         case .finished:
             break
         }
+    }
+
+    private func write(_ part: HTTPClientRequestPart, bytes: Int, context: ChannelHandlerContext) {
+        let written = context.write(wrapOutboundOut(part))
+        if bytes > 0 { written.whenComplete { [self] _ in unsentBytes -= bytes } }
     }
 
     // MARK: channel events
@@ -126,7 +146,7 @@ final class GrpcCallout: ChannelDuplexHandler, @unchecked Sendable {
             return
         }
         phase = .open(context)
-        for part in pending { context.write(wrapOutboundOut(part), promise: nil) }
+        for (part, bytes) in pending { write(part, bytes: bytes, context: context) }
         context.flush()
     }
 
@@ -178,7 +198,16 @@ final class GrpcCallout: ChannelDuplexHandler, @unchecked Sendable {
             guard received.readableBytes >= 5 + length else { return }
             received.moveReaderIndex(forwardBy: 5)
             let message = received.readBytes(length: length)!
-            if kind == .stream { deliver(.message(message)) } else { messages.append(message) }
+            if kind == .stream {
+                deliver(.message(message))
+            } else if messages.isEmpty {
+                messages.append(message)
+            } else {
+                // A unary reply is one message; a server streaming more is not followed.
+                fail(status: 13, message: Self.envoyMessage("", details: "more than one message in a unary reply"))
+                context.close(promise: nil)
+                return
+            }
         }
         received.discardReadBytes()
     }

@@ -58,6 +58,8 @@ final class PluginWorker: PluginServices {
             if vm.failed { throw PluginError.start(vm.failureReason ?? "trap") }
         } catch {
             logger.error("plugin VM failed to start on this worker: \(error)")
+            // Callouts its start-up began go with it.
+            cancelGrpcCallouts()
             vm = nil
             runtime.stats.reloadFailures.increment()
             if failurePolicy == .reload { scheduleReload() }
@@ -203,7 +205,12 @@ final class PluginWorker: PluginServices {
         guard let cluster = worker.clusters[request.cluster] else { return .parseFailure }
         let callout = GrpcCallout(kind: request.message == nil ? .stream : .call, request: request) { [weak self, weak vm] event in
             self?.execute {
-                guard let self, let vm, !vm.failed else { return }
+                guard let self else { return }
+                guard let vm, !vm.failed, self.vm === vm else {
+                    // The VM is gone (failed, stopped, replaced): the callout goes too.
+                    self.grpcCallouts.removeValue(forKey: token)?.cancel()
+                    return
+                }
                 switch event {
                 case .initialMetadata(let map): vm.deliverGrpcInitialMetadata(token: token, metadata: map)
                 case .message(let message):

@@ -12,10 +12,6 @@ final class SpliceHandler: ChannelDuplexHandler {
     var peer: Channel?
     /// Counts bytes read from this side.
     let bytesRead: Counter?
-    /// Closed while network filters on the peer hold too much of what this side sent.
-    var readGate: ReadGate? {
-        didSet { readGate?.onOpen = { [weak self] in self?.resume() } }
-    }
     private var readPending = false
     private var context: ChannelHandlerContext?
     private var inputClosed = false
@@ -45,7 +41,7 @@ final class SpliceHandler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if let peer, !peer.isWritable || readGate?.isOpen == false {
+        if let peer, !peer.isWritable {
             readPending = true
             return
         }
@@ -61,7 +57,7 @@ final class SpliceHandler: ChannelDuplexHandler {
     }
 
     func resume() {
-        guard readPending, let context, readGate?.isOpen != false else { return }
+        guard readPending, let context else { return }
         readPending = false
         context.read()
     }

@@ -17,8 +17,9 @@ import ProxyWasm
 /// - Bytes towards the client run through the filters in reverse order. A stop keeps them
 ///   (Envoy cannot resume this direction: continue answers Unimplemented); the next upstream
 ///   bytes show the filter everything kept.
-/// - Held bytes are bounded by each plugin's `buffer_limit_kb`: above it, reading that
-///   direction stops (the client, or the upstream through `upstreamReads`) until they drop.
+/// - Held bytes are bounded by the smallest `buffer_limit_kb` of the filters: above it the
+///   client stops being read until they drop; towards the client, the connection closes (no
+///   continue exists for that direction, so a pause could never end).
 /// - At the end, per filter in order: `proxy_on_downstream_connection_close` (Local when Sluice
 ///   closed, Remote when the client did), then on_done, on_log, on_delete (Envoy's onCloseTCP).
 ///   An upstream FIN reaches filters as upstream data with end_of_stream, then
@@ -65,6 +66,8 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
     private var downstream = ByteBuffer()
     private var downstreamEnded = false
     private var downstreamEndPassed = false
+    /// The client's FIN came after ours.
+    private var clientEndedLast = false
     /// A read the terminal asked for while the held bytes were above the limit.
     private var readWaiting = false
 
@@ -74,9 +77,6 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
     private var upstreamEnded = false
     private var upstreamEndPassed = false
     private var upstreamClosePromise: EventLoopPromise<Void>?
-    /// Stops reads on the far side of the TCP proxy while the filters hold too much of
-    /// what it sent.
-    let upstreamReads = ReadGate()
 
     /// Sluice closed the connection (a filter, the proxy, an idle timeout); else the client did.
     private var closedLocally = false
@@ -84,7 +84,8 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
     /// closed the channel.
     private var failed = false
 
-    init(plugins: [PluginWorker], info: StreamInfo) {
+    init(plugins: [PluginWorker], info: StreamInfo, idleTimeout: Duration) {
+        self.idleTimeout = idleTimeout
         self.slots = plugins.compactMap { p in p.activeVM.map { Slot(plugin: p, vm: $0) } }
         self.data = NetworkConnectionData(info: info)
         for slot in slots { slot.plugin.streamStarted() }
@@ -97,8 +98,6 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        downstream = context.channel.allocator.buffer(capacity: 0)
-        upstream = context.channel.allocator.buffer(capacity: 0)
         if context.channel.isActive {
             // Installed after a TLS handshake: the handlers behind this one are added to an
             // active channel too, and expect no channelActive. The connection starts once
@@ -121,18 +120,28 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
     /// reads on, and its bytes reach the filters.
     private func start(_ context: ChannelHandlerContext) {
         runDownstream(context, from: 0)
+        if case .filtering = phase {
+            // Nothing behind this handler has started, so none of its timeouts run: a
+            // connection the filters hold is bounded by the listener's idle timeout here.
+            idleTimer = context.eventLoop.assumeIsolatedUnsafeUnchecked().scheduleTask(in: idleTimeout.timeAmount) { [self] in
+                if case .filtering = phase { closeAfterFlush(context) }
+            }
+        }
     }
 
+    private var idleTimer: Scheduled<Void>?
+    private let idleTimeout: Duration
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var bytes = unwrapInboundIn(data)
         if case .closed = phase { return }
-        downstream.writeBuffer(&bytes)
+        Self.append(unwrapInboundIn(data), to: &downstream)
         runDownstream(context, from: 0)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case ChannelEvent.inputClosed = event {
             downstreamEnded = true
+            clientEndedLast = upstreamEndPassed
             runDownstream(context, from: 0)
             return
         }
@@ -182,12 +191,13 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
     private func pass(_ context: ChannelHandlerContext) {
         if case .filtering = phase {
             phase = .passing
+            idleTimer?.cancel()
             if !addedToActiveChannel { context.fireChannelActive() }
         }
         guard case .passing = phase else { return }
         if downstream.readableBytes > 0 {
             let bytes = downstream
-            downstream = context.channel.allocator.buffer(capacity: 0)
+            downstream = ByteBuffer()
             context.fireChannelRead(wrapInboundOut(bytes))
             context.fireChannelReadComplete()
         }
@@ -196,6 +206,17 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
             context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
         }
         checkDownstreamPressure(context)
+    }
+
+    /// Adds bytes to what is held: the common case, nothing held, takes the buffer as it is
+    /// (no copy).
+    private static func append(_ bytes: ByteBuffer, to held: inout ByteBuffer) {
+        if held.readableBytes == 0 {
+            held = bytes
+        } else {
+            var more = bytes
+            held.writeBuffer(&more)
+        }
     }
 
     private func checkDownstreamPressure(_ context: ChannelHandlerContext) {
@@ -213,12 +234,15 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
             return
         }
         switch unwrapOutboundIn(data) {
-        case .byteBuffer(var bytes):
-            if bytes.readableBytes == 0 && upstream.readableBytes == 0 {
-                context.write(data, promise: promise)  // an empty write (a flush marker) passes
+        case .byteBuffer(let bytes):
+            if bytes.readableBytes == 0 {
+                // An empty write (the TCP proxy's marker before it passes a FIN) goes straight
+                // on: its completion must not wait for bytes a filter holds, or the FIN that
+                // follows it never comes (the end reaches the filters through close(.output)).
+                context.write(data, promise: promise)
                 return
             }
-            upstream.writeBuffer(&bytes)
+            Self.append(bytes, to: &upstream)
             if let promise { upstreamPromises.append(promise) }
             runUpstream(context)
         case .fileRegion:
@@ -234,7 +258,8 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
             upstreamClosePromise = promise
             runUpstream(context)
         case .all:
-            closedLocally = true
+            // After both FINs the close is the connection's natural end, not Sluice's choice.
+            if !(downstreamEnded && upstreamEndPassed) { closedLocally = true }
             context.close(mode: mode, promise: promise)
         default:
             context.close(mode: mode, promise: promise)
@@ -266,7 +291,7 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
         upstreamPromises = []
         if upstream.readableBytes > 0 {
             let bytes = upstream
-            upstream = context.channel.allocator.buffer(capacity: 0)
+            upstream = ByteBuffer()
             let written = context.write(wrapOutboundOut(.byteBuffer(bytes)))
             for promise in promises { written.cascade(to: promise) }
             context.flush()
@@ -280,29 +305,35 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
         checkUpstreamPressure()
     }
 
-    /// Above the limit, the upstream stops being read. On an HTTP listener nothing can be
-    /// paused (the codec writes its responses into this handler): the connection is closed
-    /// rather than held bytes growing without bound.
+    /// Above the limit the connection is closed (what already passed is flushed). Pausing the
+    /// upstream would not help: a filter can release held upstream bytes only from its next
+    /// upstream data callback (continue answers Unimplemented for this direction, as in
+    /// Envoy), which a paused upstream never brings; Envoy's watermark leaves such a
+    /// connection stuck. On an HTTP listener the codec cannot be paused from here either.
     private func checkUpstreamPressure() {
-        let below = upstream.readableBytes <= bufferLimit
-        if !below && !upstreamReadsGated, let context {
-            upstream.clear()
-            closeAfterFlush(context)
-            return
-        }
-        upstreamReads.set(open: below)
+        guard upstream.readableBytes > bufferLimit, let context else { return }
+        upstream.clear()
+        for promise in upstreamPromises { promise.fail(ChannelError.ioOnClosedChannel) }
+        upstreamPromises = []
+        closeAfterFlush(context)
     }
-
-    /// A TCP proxy's upstream reads through `upstreamReads`.
-    private var upstreamReadsGated = false
 
     // MARK: the end
 
     func channelInactive(context: ChannelHandlerContext) {
-        // Both directions ended (the client's FIN, then ours after the upstream's): the
-        // socket closes itself, and the close is ours, as Envoy counts it.
+        if upstreamEndPassed && !downstreamEnded && !failed && !closedLocally, case .passing = phase {
+            // Our FIN went out first and the client then ended cleanly: NIO closes such a
+            // socket without an inputClosed event. It is still the client's FIN, and the
+            // filters see it as one.
+            downstreamEnded = true
+            clientEndedLast = true
+            runDownstream(context, from: 0)
+        }
+        // Both directions ended: the socket closes itself, and Envoy counts the close as the
+        // side's whose FIN came last (ours: Local; the client's: Remote).
         let bothEnded = downstreamEnded && upstreamEndPassed
-        finish(peer: !failed && (closedLocally || bothEnded) ? .local : .remote)
+        let local = closedLocally || (bothEnded && !clientEndedLast)
+        finish(peer: !failed && local ? .local : .remote)
         context.fireChannelInactive()
     }
 
@@ -330,7 +361,9 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
         }
         for promise in upstreamPromises { promise.fail(ChannelError.ioOnClosedChannel) }
         upstreamPromises = []
-        upstreamReads.set(open: true)
+        upstreamClosePromise?.fail(ChannelError.ioOnClosedChannel)
+        upstreamClosePromise = nil
+        idleTimer?.cancel()
     }
 
     private var isClosing: Bool {
@@ -410,21 +443,6 @@ private final class NetworkSlotActions: NetworkConnectionActions {
     func closeConnection(_ type: StreamType) { handler?.closeConnection() }
 }
 
-/// Lets a handler on one connection pause reads on another (network filters holding bytes the
-/// upstream sent stop the upstream's reads).
-// @unchecked Sendable: both connections, and so the gate, live on one event loop.
-final class ReadGate: @unchecked Sendable {
-    private(set) var isOpen = true
-    /// Called when the gate opens again.
-    var onOpen: (() -> Void)?
-
-    func set(open: Bool) {
-        guard open != isOpen else { return }
-        isOpen = open
-        if open { onOpen?() }
-    }
-}
-
 extension NetworkFilterHandler {
     struct RefusedByFailedFilter: Error {}
 
@@ -451,7 +469,7 @@ extension NetworkFilterHandler {
                 info.clusterName = cluster.config.name
                 info.clusterMetadata = cluster.metadata
             }
-            let handler = NetworkFilterHandler(plugins: plugins, info: info)
+            let handler = NetworkFilterHandler(plugins: plugins, info: info, idleTimeout: listener.config.idleTimeout)
             try channel.pipeline.syncOperations.addHandler(handler)
             return handler
         }
@@ -464,9 +482,5 @@ extension NetworkFilterHandler {
         data.info.upstreamPort = endpoint.address.port
     }
 
-    /// The TCP proxy connected upstream: the gate on its reads.
-    func upstreamConnected(splice: SpliceHandler) {
-        splice.readGate = upstreamReads
-        upstreamReadsGated = true
-    }
+
 }

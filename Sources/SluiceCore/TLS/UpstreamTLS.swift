@@ -8,6 +8,9 @@ import SluiceConfig
 /// configuration generation (a bad CA or client certificate fails the load or reload).
 struct UpstreamTLS: Sendable {
     let context: NIOSSLContext
+    /// ALPN `h2` for the endpoint's multiplexed connection, which gRPC callouts use whatever
+    /// the cluster's protocol (the same context when the cluster speaks HTTP/2).
+    let http2Context: NIOSSLContext
     let config: UpstreamTLSConfig
     /// The client certificate's facts (`upstream.subject_local_certificate` and SANs).
     let local: CertificateFacts?
@@ -48,6 +51,12 @@ struct UpstreamTLS: Sendable {
         }
         do {
             context = try NIOSSLContext(configuration: tls)
+            if cluster.upstreamProtocol == .http2 {
+                http2Context = context
+            } else {
+                tls.applicationProtocols = ["h2"]
+                http2Context = try NIOSSLContext(configuration: tls)
+            }
         } catch {
             throw TLSSetupError(description: "\(field): the settings do not fit together (\(error))")
         }
@@ -74,16 +83,16 @@ struct UpstreamTLS: Sendable {
     }
 
     /// TLS in front of a new connection to `host`, and the waiter that tells when it is up.
-    func install(on channel: Channel, host: String, waiter: UpstreamHandshakeWaiter) throws {
-        try channel.pipeline.syncOperations.addHandler(try handler(host: host))
+    func install(on channel: Channel, host: String, waiter: UpstreamHandshakeWaiter, http2: Bool = false) throws {
+        try channel.pipeline.syncOperations.addHandler(try handler(host: host, http2: http2))
         try channel.pipeline.syncOperations.addHandler(waiter)
     }
 
     /// The TLS handler for a connection to `host`: SNI is the configured name, else the host
     /// when it is a DNS name (never an IP address, RFC 6066 §3).
-    func handler(host: String) throws -> NIOSSLClientHandler {
+    func handler(host: String, http2: Bool = false) throws -> NIOSSLClientHandler {
         let isAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
-        return try NIOSSLClientHandler(context: context, serverHostname: config.serverName ?? (isAddress ? nil : host))
+        return try NIOSSLClientHandler(context: http2 ? http2Context : context, serverHostname: config.serverName ?? (isAddress ? nil : host))
     }
 }
 

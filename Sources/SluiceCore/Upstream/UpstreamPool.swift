@@ -450,7 +450,7 @@ final class EndpointPool: @unchecked Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let tls, let handshake { try tls.install(on: channel, host: host, waiter: handshake) }
+                    if let tls, let handshake { try tls.install(on: channel, host: host, waiter: handshake, http2: true) }
                     // The upstream may not open streams towards Sluice (no server push).
                     let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                         mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()

@@ -3,6 +3,7 @@
  * server (Tests/support/grpc_peer.py, service sluice.test.Echo) from its root context and
  * answers the request with everything the callout delivered, in order:
  *   /unary/<text>        Unary call, metadata x-from: wasm
+ *   /meta                Meta: the metadata the server received (x-from: wasm sent)
  *   /fail                Fail (NOT_FOUND "no such thing")
  *   /slow/<ms>/<timeout> Slow call with a timeout
  *   /unknown             a call naming no cluster (the hostcall's status)
@@ -115,6 +116,7 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
     unsigned a = 0, b = 0;
     if (sscanf(path, "/unary/%255s", arg) == 1) start_call(ctx, cluster, "Unary", arg, 5000);
     else if (strcmp(path, "/fail") == 0) start_call(ctx, cluster, "Fail", "", 5000);
+    else if (strcmp(path, "/meta") == 0) start_call(ctx, cluster, "Meta", "", 5000);
     else if (sscanf(path, "/slow/%u/%u", &a, &b) == 2) { snprintf(arg, sizeof arg, "%u", a); start_call(ctx, cluster, "Slow", arg, b); }
     else if (strcmp(path, "/unknown") == 0) start_call(ctx, "no_such_cluster", "Unary", "x", 1000);
     else if (strcmp(path, "/dead") == 0) start_call(ctx, dead, "Unary", "x", 5000);
@@ -185,6 +187,7 @@ PW_EXPORT(proxy_on_grpc_receive) void on_grpc_receive(uint32_t root, uint32_t to
     char *data = pw_buffer_bytes(PW_GRPC_MESSAGE, &len);
     char line[320];
     snprintf(line, sizeof line, "message %u %.256s", size, data ? data : "");
+    for (char *c = line; *c; c++) if (*c == '\n') *c = ';';
     free(data);
     note(slot, line);
     /* A unary call that succeeds ends here. */

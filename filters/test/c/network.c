@@ -13,6 +13,7 @@
  *                 with proxy_continue_stream(Downstream) from a tick
  *   close-on      closes the connection when the client sends "EVIL" (proxy_close_stream
  *                 Downstream) or the upstream sends "LEAK" (Upstream)
+ *   hold-up       holds the upstream's bytes until its end_of_stream (buffer, then inspect)
  *   trap          traps (unreachable) when the client sends "BOOM"
  *   observe       traces, counts nothing (for an HTTP listener, whose bytes differ by proxy)
  *   report        (HTTP) answers every request with the counters and the trace
@@ -176,7 +177,9 @@ PW_EXPORT(proxy_on_upstream_data) uint32_t on_upstream_data(uint32_t ctx, uint32
     size_t len = 0;
     char *data = data_bytes(PW_UPSTREAM_DATA, &len);
     uint32_t result = PW_CONTINUE;
-    if (is("rewrite") && len > 0) {
+    if (is("hold-up") && !end) {
+        result = PW_PAUSE;
+    } else if (is("rewrite") && len > 0) {
         proxy_set_buffer_bytes(PW_UPSTREAM_DATA, 0, 0, "<", 1);
         proxy_set_buffer_bytes(PW_UPSTREAM_DATA, len + 1, 0, ">", 1);
     } else if (is("close-on") && data && len >= 4) {
