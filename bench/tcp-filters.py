@@ -8,9 +8,12 @@ CPU time per GiB moved.
 
 Modes: `plain` (tcp_proxy alone) and `count` (filters/test/c/network.c in `count` mode before
 it: every data callback copies the bytes into the guest and adds to shared data), on one
-worker each. Prints a table; bench/RESULTS.md keeps the numbers.
+worker each. Then gRPC callouts: `wrk -c16` for DURATION seconds on an HTTP listener whose
+filter (filters/test/c/grpc.c) answers each request with a unary callout to a grpcio server;
+the server (Python) bounds the rate, so the proxy's CPU per request is the figure to compare.
+Prints tables; bench/RESULTS.md keeps the numbers.
 """
-import os, socket, statistics, sys, tempfile, threading, time
+import os, re, socket, statistics, subprocess, sys, tempfile, threading, time
 
 from benchlib import Proxies, cpu_seconds
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "envoy-compat"))
@@ -22,6 +25,7 @@ SLUICE = os.environ.get("SLUICE", os.path.join(ROOT, ".build", "release", "sluic
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 SIZE = int(os.environ.get("SIZE_MB", "512")) << 20
 CHUNK = 256 << 10
+DURATION = int(os.environ.get("DURATION", "5"))
 
 
 def sink():
@@ -116,6 +120,7 @@ def main():
                     cpu = cpu_seconds(p.pid) - before
                     proxies.stop(p)
                     results.setdefault((mode, name), []).append((SIZE / seconds / (1 << 20), cpu / (SIZE / (1 << 30))))
+        grpc_results = callouts(proxies, work)
         print("| mode | Envoy MiB/s | Sluice MiB/s | Sluice/Envoy | CPU s per GiB, Sluice vs Envoy |")
         print("|---|---:|---:|---:|---|")
         for mode in ("plain", "count"):
@@ -125,8 +130,53 @@ def main():
             sc = statistics.median(r[1] for r in results[(mode, "sluice")])
             print("| %s | %.0f | %.0f | %.2fx | %.2f vs %.2f |" % (mode, statistics.median(e), statistics.median(s),
                                                                  statistics.median(s) / statistics.median(e), sc, ec))
+        print()
+        print("| gRPC unary callouts | Envoy req/s | Sluice req/s | CPU us per request, Sluice vs Envoy |")
+        print("|---|---:|---:|---|")
+        e, s_ = grpc_results["envoy"], grpc_results["sluice"]
+        print("| wrk -c16, one callout per request | %.0f | %.0f | %.0f vs %.0f |" % (
+            statistics.median(r[0] for r in e), statistics.median(r[0] for r in s_),
+            statistics.median(r[1] for r in s_), statistics.median(r[1] for r in e)))
     finally:
         proxies.kill_all()
+
+
+def callouts(proxies, work):
+    """Requests/s and proxy CPU per request with one unary gRPC callout per request."""
+    peer = subprocess.Popen([sys.executable, os.path.join(ROOT, "Tests", "support", "grpc_peer.py"), "server"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    grpc_port = int(peer.stdout.readline().split()[1])
+    results = {}
+    try:
+        for _ in range(ROUNDS):
+            for name, cmd in (("envoy", [envoy_binary(), "--concurrency", "1", "--log-level", "error", "-c"]),
+                              ("sluice", [SLUICE, "run", "--workers", "1", "--envoy-config"])):
+                admin, port = free_port(), free_port()
+                listener = network.http_listener("grpc", port, "", network.indent(network.wasm("http", "caller", network.GRPC, "grpc grpc grpc", "grpc")), "grpc")
+                path = os.path.join(work, "%s-grpc.yaml" % name)
+                with open(path, "w") as f:
+                    f.write("""admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+static_resources:
+  listeners:{listener}
+  clusters:{cluster}
+""".format(admin=admin, listener=listener, cluster=network.cluster("grpc", grpc_port, h2=True)))
+                p = proxies.start(cmd + [path], admin, "%s-grpc" % name)
+                url = "http://127.0.0.1:%d/unary/hello" % port
+                subprocess.run(["wrk", "-c16", "-t2", "-d1s", url], capture_output=True)  # warm-up
+                before = cpu_seconds(p.pid)
+                out = subprocess.run(["wrk", "-c16", "-t2", "-d%ds" % DURATION, url], capture_output=True, text=True).stdout
+                cpu = cpu_seconds(p.pid) - before
+                proxies.stop(p)
+                total = int(re.search(r"(\d+) requests in", out).group(1))
+                if re.search(r"Non-2xx", out):
+                    sys.exit("%s answered errors:\n%s" % (name, out))
+                results.setdefault(name, []).append((total / DURATION, cpu / total * 1e6))
+    finally:
+        peer.stdin.close()
+        peer.terminate()
+        peer.wait(10)
+    return results
 
 
 if __name__ == "__main__":

@@ -31,13 +31,22 @@ public struct PluginIdentity: Sendable {
     }
 }
 
-/// Services of the embedding proxy that outlive a single stream: logging, callouts, timers,
-/// work scheduling. One per (plugin, worker).
-public protocol PluginServices: AnyObject {
+/// Services of the embedding proxy that outlive a single stream, one small interface per
+/// capability (as cpp-host splits its context interface): the proxy implements each once per
+/// (plugin, worker), and HTTP streams and TCP connections of the plugin use the same ones.
+public typealias PluginServices = PluginLogging & HTTPCallouts & GrpcCallouts & PluginTimers & PluginScheduling & PluginFailures
+
+public protocol PluginLogging: AnyObject {
     func log(_ level: LogLevel, _ message: String)
     var logLevel: LogLevel { get }
+}
+
+public protocol HTTPCallouts: AnyObject {
     /// Starts an HTTP callout; the response is delivered later with `PluginVM.deliverHTTPCallResponse`.
     func httpCall(vm: PluginVM, token: UInt32, upstream: String, headers: [(String, String)], body: [UInt8], trailers: [(String, String)], timeoutMs: UInt32) -> WasmResult
+}
+
+public protocol GrpcCallouts: AnyObject {
     /// Whether `name` is a cluster callouts can reach.
     func hasCluster(_ name: String) -> Bool
     /// Starts a gRPC callout; its events arrive through `PluginVM.deliverGrpc…`.
@@ -46,12 +55,21 @@ public protocol PluginServices: AnyObject {
     func grpcSend(token: UInt32, message: [UInt8]?, endStream: Bool)
     /// Resets a gRPC callout; nothing more is delivered for it.
     func grpcCancel(token: UInt32)
+}
+
+public protocol PluginTimers: AnyObject {
     /// Sets (0 disables) the tick period of the VM's root context.
     func setTickPeriod(vm: PluginVM, milliseconds: UInt32)
+}
+
+public protocol PluginScheduling: AnyObject {
     /// Runs `work` on this VM's thread soon, outside any guest call.
     func execute(_ work: @escaping () -> Void)
     /// A closure other threads can use to run work on this VM's thread (shared queues).
     var executor: @Sendable (@escaping @Sendable () -> Void) -> Void { get }
+}
+
+public protocol PluginFailures: AnyObject {
     /// The VM trapped or ran out of budget; it is already marked failed.
     func vmFailed(_ vm: PluginVM, kind: WasmFailureKind, reason: String)
 }
