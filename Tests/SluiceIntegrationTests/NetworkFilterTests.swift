@@ -306,7 +306,8 @@ final class NetworkFilterTests: EngineMatrixTestCase {
     }
 
     /// On an HTTP listener that terminates TLS, network filters sit behind TLS and before the
-    /// HTTP codec: they see the plaintext request and response, as Envoy's do.
+    /// HTTP codec: they see the plaintext request and response, as Envoy's do, and the HTTP
+    /// streams on the connection see the same `connection.id` as its network contexts.
     func testNetworkFilterOnATLSHTTPListenerSeesPlaintext() async throws {
         let certs = try TestCertificates.make()
         defer { certs.remove() }
@@ -328,6 +329,18 @@ final class NetworkFilterTests: EngineMatrixTestCase {
                                          "https://alpha.test:\(proxy.port())/path"])
         XCTAssertEqual(status, 0, output)
         XCTAssertEqual(output, "plain")
+        let ids = try await ProxyUnderTest.start("""
+            listeners:
+              - { name: main, address: 127.0.0.1:0, network_filters: [net], http_filters: [ids], routes: [{ match: { prefix: / }, direct_response: { status: 200 } }] }
+            plugins:
+              - { name: net, module: \(module), vm_id: net, configuration: "count" }
+              - { name: ids, module: \(module), vm_id: net, configuration: "report-ids" }
+            """)
+        proxies.append(ids)
+        let answer = try httpGet(ids.port(), "/").text
+        let parts = answer.split(separator: " ")
+        XCTAssertEqual(parts.count, 2, answer)
+        XCTAssertEqual(parts.first.map { $0.dropFirst(5) }, parts.last.map { $0.dropFirst(4) }, "one connection id: \(answer)")
         let (_, traces) = try report(proxy, connections: 1)
         XCTAssertTrue(traces[0].hasPrefix("new source:0+ destination:0+ connection_id:0+ request_path:1 down("), traces[0])
         let written = try XCTUnwrap(traces[0].split(separator: " ").first { $0.hasPrefix("down(") })

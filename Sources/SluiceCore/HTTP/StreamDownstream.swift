@@ -47,6 +47,13 @@ struct DownstreamConnectionInfo {
     /// Connection ids, unique in the process (filters' `connection.id`).
     static func nextID() -> UInt64 { ids.add(1, ordering: .relaxed).newValue }
 
+    /// The id of the connection `pipeline` belongs to: the one its network filters already
+    /// gave it (their contexts and the HTTP streams' see the same `connection.id`, as in
+    /// Envoy), or a new one.
+    static func id(of pipeline: ChannelPipeline) -> UInt64 {
+        (try? pipeline.syncOperations.handler(type: NetworkFilterHandler.self))?.data.info.connectionID ?? nextID()
+    }
+
     let id: UInt64
     let remote: SocketAddress?
     let local: SocketAddress?

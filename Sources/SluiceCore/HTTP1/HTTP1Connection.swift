@@ -88,7 +88,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler, Stre
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         let remote = context.channel.remoteAddress
-        info = DownstreamConnectionInfo(id: DownstreamConnectionInfo.nextID(), remote: remote,
+        info = DownstreamConnectionInfo(id: DownstreamConnectionInfo.id(of: context.pipeline), remote: remote,
                                         local: context.channel.localAddress, clientAddress: remote?.ipAddress ?? "-", tls: tls)
         // Added after a TLS handshake or protocol sniffing, the channel is already active.
         if context.channel.isActive { becameActive() }

@@ -40,7 +40,7 @@ final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         let channel = context.channel
-        info = DownstreamConnectionInfo(id: DownstreamConnectionInfo.nextID(), remote: channel.remoteAddress, local: channel.localAddress,
+        info = DownstreamConnectionInfo(id: DownstreamConnectionInfo.id(of: context.pipeline), remote: channel.remoteAddress, local: channel.localAddress,
                                         clientAddress: channel.remoteAddress?.ipAddress ?? "-", tls: tls)
         listener.stats.connectionsTotal.increment()
         listener.stats.connectionsActive.increment()

@@ -17,6 +17,8 @@
  *   trap          traps (unreachable) when the client sends "BOOM"
  *   observe       traces, counts nothing (for an HTTP listener, whose bytes differ by proxy)
  *   report        (HTTP) answers every request with the counters and the trace
+ *   report-ids    (HTTP) answers with the stream's connection.id and the last one a network
+ *                 context saw ("http=<id> tcp=<id>")
  * Every other mode also counts and traces. The two plugins share one VM, so each
  * context looks up its own plugin's mode through its root context.
  */
@@ -116,6 +118,15 @@ static void trace_property(uint32_t ctx, const char *label, const char *path, si
     trace(ctx, event);
 }
 
+/* connection.id: an 8-byte little-endian integer. */
+static uint64_t connection_id(void) {
+    char *value = NULL; size_t len = 0;
+    uint64_t id = 0;
+    if (proxy_get_property("connection\0id", 13, &value, &len) == PW_OK && len == 8) memcpy(&id, value, 8);
+    free(value);
+    return id;
+}
+
 PW_EXPORT(proxy_on_new_connection) uint32_t on_new_connection(uint32_t ctx) {
     current_ctx = ctx;
     trace(ctx, "new");
@@ -124,6 +135,9 @@ PW_EXPORT(proxy_on_new_connection) uint32_t on_new_connection(uint32_t ctx) {
     trace_property(ctx, "connection_id", "connection\0id", 13);
     trace_property(ctx, "request_path", "request\0path", 12);
     if (!is("observe")) shared_add("tcp_connections", 1);
+    char id[32];
+    snprintf(id, sizeof id, "%llu", (unsigned long long)connection_id());
+    pw_shared_set("last_tcp_connection_id", id, 0);
     if (is("pause-new")) {
         conns[ctx % MAX_CONNECTIONS].held = 1;
         proxy_set_tick_period_milliseconds(roots[root_index(conns[ctx % MAX_CONNECTIONS].root)].hold_ms);
@@ -247,6 +261,15 @@ PW_EXPORT(proxy_on_delete) void on_delete(uint32_t ctx) {
 /* The HTTP side (report): what every connection left in shared data. */
 PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, uint32_t n, uint32_t end) {
     uint32_t cas = 0;
+    current_ctx = ctx;
+    if (is("report-ids")) {
+        char *tcp = pw_shared_get("last_tcp_connection_id", &cas);
+        char body[96];
+        snprintf(body, sizeof body, "http=%llu tcp=%s", (unsigned long long)connection_id(), tcp ? tcp : "-");
+        free(tcp);
+        pw_send_response(200, body, NULL, NULL, 0);
+        return PW_PAUSE;
+    }
     char *connections = pw_shared_get("tcp_connections", &cas);
     char *down = pw_shared_get("tcp_bytes_down", &cas);
     char *up = pw_shared_get("tcp_bytes_up", &cas);
