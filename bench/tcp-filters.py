@@ -13,11 +13,11 @@ filter (filters/test/c/grpc.c) answers each request with a unary callout to a gr
 the server (Python) bounds the rate, so the proxy's CPU per request is the figure to compare.
 Prints tables; bench/RESULTS.md keeps the numbers.
 """
-import os, re, socket, statistics, subprocess, sys, tempfile, threading, time
+import os, re, socket, statistics, subprocess, sys, tempfile, time
 
 from benchlib import Proxies, cpu_seconds
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "envoy-compat"))
-from proxies import envoy_binary, free_port  # noqa: E402
+from proxies import envoy_binary, free_port, tcp_server  # noqa: E402
 import network  # noqa: E402  (envoy-compat/network.py: the bootstrap pieces)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,10 +30,6 @@ DURATION = int(os.environ.get("DURATION", "5"))
 
 def sink():
     """Discards what it reads; at the client's FIN answers the count and closes."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-
     def serve(c):
         total = 0
         while True:
@@ -42,14 +38,7 @@ def sink():
                 break
             total += len(data)
         c.sendall(str(total).encode())
-        c.close()
-
-    def accept():
-        while True:
-            c, _ = listener.accept()
-            threading.Thread(target=serve, args=(c,), daemon=True).start()
-    threading.Thread(target=accept, daemon=True).start()
-    return listener.getsockname()[1]
+    return tcp_server(serve)
 
 
 def push(port):

@@ -1,7 +1,7 @@
 """Helpers the envoy-compat runners share: finding Envoy, free loopback ports, waiting for a
 proxy's admin /ready, running a proxy for the length of a block, the echoing origin, sending
 one raw request and normalising the answer."""
-import contextlib, json, os, shutil, socket, subprocess, sys, sysconfig, time, urllib.request
+import contextlib, json, os, shutil, socket, subprocess, sys, sysconfig, threading, time, urllib.request
 from http.server import BaseHTTPRequestHandler
 
 
@@ -51,6 +51,44 @@ def running(argv, admin_port, log_path):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+def tcp_server(serve):
+    """A loopback TCP server running `serve(connection)` on a thread per connection (the
+    connection is closed after); returns its port. Lives as long as the process."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+
+    def run(c):
+        try:
+            serve(c)
+        except OSError:
+            pass
+        c.close()
+
+    def accept():
+        while True:
+            c, _ = listener.accept()
+            threading.Thread(target=run, args=(c,), daemon=True).start()
+    threading.Thread(target=accept, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+def compare(names, envoy, sluice):
+    """One line per case (PASS with Envoy's answer, or FAIL with both) and the summary line
+    Tests/run.sh reads; returns the exit status."""
+    passed = failed = 0
+    for name, e, s in zip(names, envoy, sluice):
+        if e == s:
+            passed += 1
+            print("PASS %s: %s" % (name, e if os.environ.get("VERBOSE") else e.split("\n")[0]))
+        else:
+            failed += 1
+            print("FAIL %s\n  envoy:  %s\n  sluice: %s" % (name, e, s))
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
 
 # Headers each proxy adds on its own: not part of a filter's behaviour.
 VOLATILE = {"date", "server", "x-request-id", "x-forwarded-for", "x-forwarded-proto", "connection",

@@ -14,7 +14,7 @@ case and "N passed, M failed"; exits 1 on any difference.
 import os, shutil, ssl, subprocess, sys, tempfile, threading
 from http.server import ThreadingHTTPServer
 
-from proxies import Origin, envoy_binary, free_port, running
+from proxies import Origin, compare, envoy_binary, free_port, running
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -251,17 +251,7 @@ def main():
             results[label] = answers
         names = [c[0] for c in CASES] + ["certificate for alpha.test", "certificate for www.alpha.test", "certificate for beta.test",
                                          UPSTREAM_CASE[0], "gRPC to an HTTP/2 TLS upstream", "response.grpc_status in on_log"]
-        passed = failed = 0
-        for i, name in enumerate(names):
-            e, s = results["envoy"][i], results["sluice"][i]
-            if e == s:
-                passed += 1
-                print("PASS %s: %s" % (name, e if os.environ.get("VERBOSE") else e.split("\n")[0]))
-            else:
-                failed += 1
-                print("FAIL %s\n  envoy:  %s\n  sluice: %s" % (name, e, s))
-        print("%d passed, %d failed" % (passed, failed))
-        return 1 if failed else 0
+        return compare(names, results["envoy"], results["sluice"])
     finally:
         origin.shutdown()
         origin_tls.shutdown()

@@ -434,10 +434,16 @@ public final class PluginVM {
     }
 
     /// End of a stream, in Envoy's HTTP order: on_log, on_done, on_delete.
-    public func finishStream(_ id: UInt32) {
+    public func finishStream(_ id: UInt32) { finish(id, logFirst: true) }
+
+    /// The last callbacks of a stream or connection context; Envoy logs an HTTP stream before
+    /// on_done and a TCP connection after it.
+    private func finish(_ id: UInt32, logFirst: Bool) {
         guard streams[id] != nil else { return }
-        call(fns.onLog, "proxy_on_log", context: id, GuestArgs(UInt64(id)))
+        let log = { self.call(self.fns.onLog, "proxy_on_log", context: id, GuestArgs(UInt64(id))) }
+        if logFirst { log() }
         call(fns.onDone, "proxy_on_done", context: id, GuestArgs(UInt64(id)))
+        if !logFirst { log() }
         call(fns.onDelete, "proxy_on_delete", context: id, GuestArgs(UInt64(id)))
         streams[id] = nil
     }
@@ -476,13 +482,7 @@ public final class PluginVM {
 
     /// End of a TCP connection, in Envoy's order for network filters (its onCloseTCP):
     /// on_done, on_log, on_delete.
-    public func finishConnection(_ id: UInt32) {
-        guard streams[id] != nil else { return }
-        call(fns.onDone, "proxy_on_done", context: id, GuestArgs(UInt64(id)))
-        call(fns.onLog, "proxy_on_log", context: id, GuestArgs(UInt64(id)))
-        call(fns.onDelete, "proxy_on_delete", context: id, GuestArgs(UInt64(id)))
-        streams[id] = nil
-    }
+    public func finishConnection(_ id: UInt32) { finish(id, logFirst: false) }
 
     private func nextStreamID() -> UInt32 {
         var id = nextContextID

@@ -48,7 +48,7 @@ final class GrpcCalloutTests: EngineMatrixTestCase {
     }
 
     func testDeadlineExceeded() throws {
-        XCTAssertEqual(try call("/slow/1000/200"), "close 14 14 upstream request timeout{response_timeout}")
+        XCTAssertEqual(try call("/hold/200"), "close 14 14 upstream request timeout{response_timeout}")
     }
 
     func testUnknownAndUnavailableClusters() throws {

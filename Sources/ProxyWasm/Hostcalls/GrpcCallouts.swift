@@ -167,11 +167,16 @@ extension PluginVM {
 
     /// A stream's response headers (a call's are not delivered, as in Envoy).
     public func deliverGrpcInitialMetadata(token: UInt32, metadata: HeaderMap) {
+        deliverMetadata(fns.onGrpcInitialMetadata, "proxy_on_grpc_receive_initial_metadata", token: token, metadata: metadata)
+    }
+
+    /// Metadata is for streams only, readable as the GrpcInitial/TrailingMetadata map inside
+    /// its callback.
+    private func deliverMetadata(_ fn: WasmFunction?, _ name: String, token: UInt32, metadata: HeaderMap) {
         guard let callout = grpcCallouts[token], callout.kind == .stream else { return }
         grpcMetadata = metadata
         defer { grpcMetadata = nil }
-        call(fns.onGrpcInitialMetadata, "proxy_on_grpc_receive_initial_metadata", context: callout.root,
-             GuestArgs(UInt64(callout.root), UInt64(token), UInt64(metadata.entries.count)))
+        call(fn, name, context: callout.root, GuestArgs(UInt64(callout.root), UInt64(token), UInt64(metadata.entries.count)))
     }
 
     /// A message. A call's only message ends it (status OK): no close callback follows.
@@ -187,11 +192,7 @@ extension PluginVM {
     }
 
     public func deliverGrpcTrailingMetadata(token: UInt32, metadata: HeaderMap) {
-        guard let callout = grpcCallouts[token], callout.kind == .stream else { return }
-        grpcMetadata = metadata
-        defer { grpcMetadata = nil }
-        call(fns.onGrpcTrailingMetadata, "proxy_on_grpc_receive_trailing_metadata", context: callout.root,
-             GuestArgs(UInt64(callout.root), UInt64(token), UInt64(metadata.entries.count)))
+        deliverMetadata(fns.onGrpcTrailingMetadata, "proxy_on_grpc_receive_trailing_metadata", token: token, metadata: metadata)
     }
 
     /// The end of a callout with a status other than a call's success; proxy_get_status

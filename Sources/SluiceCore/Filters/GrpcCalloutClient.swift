@@ -59,6 +59,9 @@ final class GrpcCallout: ChannelDuplexHandler, @unchecked Sendable {
         head.headers.add(name: "content-type", value: "application/grpc")
         head.headers.add(name: "te", value: "trailers")
         for (name, value) in request.initialMetadata { head.headers.add(name: name, value: value) }
+        // The deadline travels with the call, as Envoy sends it, so the server can give up
+        // too; Sluice's own timer below still ends the call.
+        if request.timeoutMs > 0 { head.headers.add(name: "grpc-timeout", value: Self.grpcTimeout(milliseconds: request.timeoutMs)) }
         enqueue(.head(head))
         if let message = request.message {
             enqueue(.body(.byteBuffer(Self.frame(message))))
@@ -258,6 +261,11 @@ final class GrpcCallout: ChannelDuplexHandler, @unchecked Sendable {
         phase = .finished
         timer?.cancel()
         deliver(event)
+    }
+
+    /// gRPC's timeout header: at most 8 digits and a unit.
+    static func grpcTimeout(milliseconds: UInt32) -> String {
+        milliseconds <= 99_999_999 ? "\(milliseconds)m" : "\(milliseconds / 1000)S"
     }
 
     /// The status message as Envoy's gRPC client reports it: the message, then the response

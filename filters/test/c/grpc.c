@@ -5,7 +5,8 @@
  *   /unary/<text>        Unary call, metadata x-from: wasm
  *   /meta                Meta: the metadata the server received (x-from: wasm sent)
  *   /fail                Fail (NOT_FOUND "no such thing")
- *   /slow/<ms>/<timeout> Slow call with a timeout
+ *   /hold/<timeout>      a call the server never answers, with a timeout (the cut server's
+ *                        Hold: only the proxy's deadline ends it)
  *   /unknown             a call naming no cluster (the hostcall's status)
  *   /dead                a call to a cluster nothing listens on
  *   /count/<n>           server stream: Count
@@ -72,13 +73,11 @@ static void finish(int slot) {
     calls[slot].stream = 0;
 }
 
-static uint32_t start_call(uint32_t stream, const char *target, const char *method, const char *message, uint32_t timeout) {
-    const char *keys[] = {"x-from"}, *values[] = {"wasm"};
-    uint32_t token = 0;
-    pw_status s = pw_grpc_call(target, service, method, keys, values, 1, message, strlen(message), timeout, &token);
+/* A started callout is tracked for its stream; a refused one is answered with the status. */
+static uint32_t started(const char *kind, pw_status s, uint32_t token, uint32_t stream) {
     if (s != PW_OK) {
         char body[64];
-        snprintf(body, sizeof body, "call status %d\n", s);
+        snprintf(body, sizeof body, "%s status %d\n", kind, s);
         pw_send_response(200, body, NULL, NULL, 0);
         return 0;
     }
@@ -86,17 +85,15 @@ static uint32_t start_call(uint32_t stream, const char *target, const char *meth
     return token;
 }
 
+static uint32_t start_call(uint32_t stream, const char *target, const char *method, const char *message, uint32_t timeout) {
+    const char *keys[] = {"x-from"}, *values[] = {"wasm"};
+    uint32_t token = 0;
+    return started("call", pw_grpc_call(target, service, method, keys, values, 1, message, strlen(message), timeout, &token), token, stream);
+}
+
 static uint32_t start_stream(uint32_t stream, const char *target, const char *method) {
     uint32_t token = 0;
-    pw_status s = pw_grpc_stream(target, service, method, NULL, NULL, 0, &token);
-    if (s != PW_OK) {
-        char body[64];
-        snprintf(body, sizeof body, "stream status %d\n", s);
-        pw_send_response(200, body, NULL, NULL, 0);
-        return 0;
-    }
-    new_slot(token, stream);
-    return token;
+    return started("stream", pw_grpc_stream(target, service, method, NULL, NULL, 0, &token), token, stream);
 }
 
 static void send_message(uint32_t token, const char *text, int end) {
@@ -113,11 +110,11 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
     char *path = pw_header(PW_REQUEST_HEADERS, ":path");
     if (!path) return PW_CONTINUE;
     char arg[256] = "";
-    unsigned a = 0, b = 0;
+    unsigned b = 0;
     if (sscanf(path, "/unary/%255s", arg) == 1) start_call(ctx, cluster, "Unary", arg, 5000);
     else if (strcmp(path, "/fail") == 0) start_call(ctx, cluster, "Fail", "", 5000);
     else if (strcmp(path, "/meta") == 0) start_call(ctx, cluster, "Meta", "", 5000);
-    else if (sscanf(path, "/slow/%u/%u", &a, &b) == 2) { snprintf(arg, sizeof arg, "%u", a); start_call(ctx, cluster, "Slow", arg, b); }
+    else if (sscanf(path, "/hold/%u", &b) == 1) start_call(ctx, cut, "Hold", "", b);
     else if (strcmp(path, "/unknown") == 0) start_call(ctx, "no_such_cluster", "Unary", "x", 1000);
     else if (strcmp(path, "/dead") == 0) start_call(ctx, dead, "Unary", "x", 5000);
     else if (sscanf(path, "/count/%255s", arg) == 1) {
