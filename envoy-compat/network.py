@@ -291,7 +291,7 @@ SCENARIOS = [
     ("network filter before the HTTP codec", "http", lambda p: http_through_network_filter(p["http_net"])),
 ]
 
-GRPC_PATHS = ["/unary/hello", "/meta", "/fail", "/hold/200", "/unknown", "/dead", "/count/3", "/sum", "/chat", "/cut", "/cancel"]
+GRPC_PATHS = ["/unary/hello", "/meta", "/fail", "/hold/200", "/unknown", "/dead", "/count/3", "/sum", "/chat", "/cut", "/many", "/cancel"]
 
 
 def report(ports):

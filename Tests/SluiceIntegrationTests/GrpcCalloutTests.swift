@@ -68,6 +68,12 @@ final class GrpcCalloutTests: EngineMatrixTestCase {
                        + "close 13 13 upstream_reset_after_response_started{connection_termination}")
     }
 
+    /// A server answering a unary call with three messages: the last one is the reply, as
+    /// Envoy's client takes it.
+    func testAUnaryReplyWithSeveralMessages() throws {
+        XCTAssertEqual(try call("/many"), "message 5 three")
+    }
+
     func testCancelDeliversNothingMore() throws {
         XCTAssertEqual(try call("/cancel"), "cancel status 0 / cancel again status 1", "no callback for a cancelled call (the answer comes 600 ms later)")
     }

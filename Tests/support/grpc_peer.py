@@ -25,7 +25,9 @@ Service `sluice.test.Echo`:
   grpc_peer.py cut-server                 an HTTP/2 server (the h2 library) that answers any
                                          call with headers and two messages ("n=0", "n=1"),
                                          then drops the connection mid-stream, except a call
-                                         to a method named Hold, which it never answers (a
+                                         to a method named Many, answered with three messages
+                                         and status OK (a unary reply must have one), and a
+                                         call to a method named Hold, which it never answers (a
                                          deadline then depends on the caller's timer alone,
                                          where grpcio would race it with its own);
                                          prints "PORT n"
@@ -209,7 +211,15 @@ def cut_server():
                 break
             for event in conn.receive_data(data):
                 if isinstance(event, h2.events.RequestReceived):
-                    if dict(event.headers).get(b":path", b"").endswith(b"/Hold"):
+                    path = dict(event.headers).get(b":path", b"")
+                    if path.endswith(b"/Hold"):
+                        continue
+                    if path.endswith(b"/Many"):
+                        conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+                        for message in (b"one", b"two", b"three"):
+                            conn.send_data(event.stream_id, struct.pack(">BI", 0, len(message)) + message)
+                        conn.send_headers(event.stream_id, [("grpc-status", "0")], end_stream=True)
+                        sock.sendall(conn.data_to_send())
                         continue
                     conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
                     for i in range(2):

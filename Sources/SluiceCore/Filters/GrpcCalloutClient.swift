@@ -42,7 +42,8 @@ final class GrpcCallout: ChannelDuplexHandler, @unchecked Sendable {
     private var phase = Phase.opening(pending: [])
     private var responseHead: HTTPResponseHead?
     private var received = ByteBuffer()
-    private var messages: [[UInt8]] = []
+    /// A call's reply message, once it came.
+    private var reply: [UInt8]?
     private var timer: Scheduled<Void>?
 
     init(kind: Kind, request: GrpcCalloutRequest, deliver: @escaping (Event) -> Void) {
@@ -203,13 +204,10 @@ final class GrpcCallout: ChannelDuplexHandler, @unchecked Sendable {
             let message = received.readBytes(length: length)!
             if kind == .stream {
                 deliver(.message(message))
-            } else if messages.isEmpty {
-                messages.append(message)
             } else {
-                // A unary reply is one message; a server streaming more is not followed.
-                fail(status: 13, message: Self.envoyMessage("", details: "more than one message in a unary reply"))
-                context.close(promise: nil)
-                return
+                // A unary reply is one message; of a server sending more, the last one counts,
+                // as in Envoy's client (and only one is ever kept).
+                reply = message
             }
         }
         received.discardReadBytes()
@@ -234,11 +232,11 @@ final class GrpcCallout: ChannelDuplexHandler, @unchecked Sendable {
             if trailersOnly { map = Self.metadata(head) } else { for (n, v) in source { map.add(n.lowercased(), v) } }
             deliver(.trailingMetadata(map))
         } else if status == 0 {
-            guard messages.count == 1 else {
+            guard let reply else {
                 end(.close(status: 13, message: Self.envoyMessage("", details: "via_upstream")))
                 return
             }
-            end(.message(messages[0]))
+            end(.message(reply))
             return
         }
         end(.close(status: status, message: message))

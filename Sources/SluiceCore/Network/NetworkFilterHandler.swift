@@ -13,7 +13,8 @@ import ProxyWasm
 ///   buffer goes to the terminal. `proxy_continue_stream(Downstream)` runs the filters after
 ///   the one that asked.
 /// - `proxy_on_new_connection` runs on each filter as iteration first reaches it; a stop there
-///   holds the terminal (the TCP proxy does not connect) until a read or a continue moves on.
+///   holds the terminal: the TCP proxy neither connects nor reads until the filter continues
+///   (on an HTTP listener the codec's reads bring data callbacks, which can move on).
 /// - Bytes towards the client run through the filters in reverse order. A stop keeps them
 ///   (Envoy cannot resume this direction: continue answers Unimplemented); the next upstream
 ///   bytes show the filter everything kept.
@@ -21,7 +22,8 @@ import ProxyWasm
 ///   client stops being read until they drop; towards the client, the connection closes (no
 ///   continue exists for that direction, so a pause could never end).
 /// - At the end, per filter in order: `proxy_on_downstream_connection_close` (Local when Sluice
-///   closed, Remote when the client did), then on_done, on_log, on_delete (Envoy's onCloseTCP).
+///   closed or its FIN ended the connection, Remote when the client closed, reset or sent the
+///   last FIN), then on_done, on_log, on_delete (Envoy's onCloseTCP).
 ///   An upstream FIN reaches filters as upstream data with end_of_stream, then
 ///   `proxy_on_upstream_connection_close` (Unknown), as in Envoy.
 final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler {
@@ -84,6 +86,13 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
     /// closed the channel.
     private var failed = false
 
+    /// Installed after a TLS handshake: the handlers behind this one came to an active
+    /// channel and get no channelActive.
+    private var addedToActiveChannel = false
+    /// Bounds a connection held in `filtering`, where nothing behind runs its timeouts.
+    private var idleTimer: Scheduled<Void>?
+    private let idleTimeout: Duration
+
     init(plugins: [PluginWorker], info: StreamInfo, idleTimeout: Duration) {
         self.idleTimeout = idleTimeout
         self.slots = plugins.compactMap { p in p.activeVM.map { Slot(plugin: p, vm: $0) } }
@@ -107,9 +116,6 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
         }
     }
 
-    /// The handlers behind this one came to an active channel and got no channelActive.
-    private var addedToActiveChannel = false
-
     func channelActive(context: ChannelHandlerContext) {
         start(context)
     }
@@ -128,9 +134,6 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
             }
         }
     }
-
-    private var idleTimer: Scheduled<Void>?
-    private let idleTimeout: Duration
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .closed = phase { return }
@@ -300,7 +303,9 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
         }
         if upstreamEnded && !upstreamEndPassed {
             upstreamEndPassed = true
-            context.close(mode: .output, promise: upstreamClosePromise)
+            let promise = upstreamClosePromise
+            upstreamClosePromise = nil
+            context.close(mode: .output, promise: promise)
         }
         checkUpstreamPressure()
     }

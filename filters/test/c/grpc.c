@@ -13,6 +13,7 @@
  *   /sum                 client stream: three messages, then proxy_grpc_close
  *   /chat                bidirectional: two messages, half-close, the replies
  *   /cut                 a stream to a server that drops the connection mid-stream
+ *   /many                a unary call answered with three messages
  *   /cancel              a Slow(300) call cancelled at once; answered after 600 ms with the
  *                        callbacks that arrived for it (none expected)
  * Cluster names: plugin configuration "<grpc cluster> <dead cluster> <cut cluster>".
@@ -117,6 +118,7 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
     else if (sscanf(path, "/hold/%u", &b) == 1) start_call(ctx, cut, "Hold", "", b);
     else if (strcmp(path, "/unknown") == 0) start_call(ctx, "no_such_cluster", "Unary", "x", 1000);
     else if (strcmp(path, "/dead") == 0) start_call(ctx, dead, "Unary", "x", 5000);
+    else if (strcmp(path, "/many") == 0) start_call(ctx, cut, "Many", "x", 5000);
     else if (sscanf(path, "/count/%255s", arg) == 1) {
         uint32_t t = start_stream(ctx, cluster, "Count");
         if (t) send_message(t, arg, 1);
