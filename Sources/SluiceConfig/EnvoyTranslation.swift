@@ -341,16 +341,16 @@ private final class Translator {
         var listener = ListenerConfig(name: name, address: address)
         listener.metadata = metadata(node, path)
         listener.tls = tls
-        for (i, f) in list(chain, "filters").enumerated() {
+        let filters = list(chain, "filters")
+        for (i, f) in filters.enumerated() {
             let fpath = path + ".filter_chains[0].filters[\(i)]"
             check(f, fpath, known: ["name", "typed_config"])
             let (kind, typed, typedPath) = resolveExtension(f, fpath)
-            let filterCount = list(chain, "filters").count
             switch kind {
             case .networkWasm:
                 // Network filters run before the terminal one (tcp_proxy or the HTTP
                 // connection manager), which Envoy requires to be last.
-                if i == filterCount - 1 { error(f, fpath, "envoy.filters.network.wasm is not a terminal filter: tcp_proxy or http_connection_manager must follow it") }
+                if i == filters.count - 1 { error(f, fpath, "envoy.filters.network.wasm is not a terminal filter: tcp_proxy or http_connection_manager must follow it") }
                 if let typed { check(typed, typedPath, known: ["config"]) }
                 if let plugin = translateWasm(map(typed, "config"), typedPath + ".config", filter: kind) {
                     plugins.append(plugin)

@@ -35,6 +35,8 @@ final class GrpcCallout: ChannelDuplexHandler, @unchecked Sendable {
     enum Kind { case call, stream }
 
     static let maxMessageBytes = 16 << 20
+    /// Stream messages written but not yet taken by the peer, at most.
+    static let maxUnsentBytes = 16 << 20
 
     let kind: Kind
     let request: GrpcCalloutRequest
@@ -45,6 +47,7 @@ final class GrpcCallout: ChannelDuplexHandler, @unchecked Sendable {
     /// A call's reply message, once it came.
     private var reply: [UInt8]?
     private var timer: Scheduled<Void>?
+    private var unsentBytes = 0
 
     init(kind: Kind, request: GrpcCalloutRequest, deliver: @escaping (Event) -> Void) {
         self.kind = kind
@@ -54,7 +57,7 @@ final class GrpcCallout: ChannelDuplexHandler, @unchecked Sendable {
 
     /// Opens the stream on `pool`'s HTTP/2 connection and sends the request headers (and a
     /// call's message).
-    func start(on pool: EndpointPool, scheme: String, eventLoop: EventLoop) {
+    func start(on pool: EndpointPool, httpProtocol: HTTP2FramePayloadToHTTP1ClientCodec.HTTPProtocol, eventLoop: EventLoop) {
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/\(request.service)/\(request.method)")
         head.headers.add(name: "host", value: request.authority)
         head.headers.add(name: "content-type", value: "application/grpc")
@@ -74,7 +77,7 @@ final class GrpcCallout: ChannelDuplexHandler, @unchecked Sendable {
             }
         }
         pool.openHTTP2Stream { [self] stream in
-            try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: scheme == "https" ? .https : .http))
+            try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: httpProtocol))
             try stream.pipeline.syncOperations.addHandler(self)
         }.whenFailure { [weak self] error in
             self?.fail(status: 14, message: Self.connectFailureMessage(error))
@@ -105,9 +108,6 @@ final class GrpcCallout: ChannelDuplexHandler, @unchecked Sendable {
         }
         if endStream { enqueue(.end(nil)) }
     }
-
-    static let maxUnsentBytes = 16 << 20
-    private var unsentBytes = 0
 
     /// The filter cancelled: the stream is reset, nothing more is delivered.
     func cancel() {

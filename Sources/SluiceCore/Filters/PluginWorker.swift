@@ -231,7 +231,7 @@ final class PluginWorker: PluginServices {
             }
             return .ok
         }
-        callout.start(on: cluster.pools[index], scheme: cluster.runtime.tls == nil ? "http" : "https", eventLoop: eventLoop)
+        callout.start(on: cluster.pools[index], httpProtocol: cluster.runtime.tls == nil ? .http : .https, eventLoop: eventLoop)
         return .ok
     }
 

@@ -73,9 +73,7 @@ final class SpliceHandler: ChannelDuplexHandler {
                 if peerInputClosed { context.close(promise: nil) }
                 return
             }
-            let finished = peer.writeAndFlush(ByteBuffer())
-            finished.whenComplete { _ in peer.close(mode: .output, promise: nil) }
-            finPassed = finished
+            let finished = passFIN(to: peer)
             if peerInputClosed { finished.whenComplete { _ in context.close(promise: nil) } }
             peer.pipeline.handler(type: SpliceHandler.self).whenSuccess { other in
                 other.peerInputClosed = true
@@ -92,9 +90,7 @@ final class SpliceHandler: ChannelDuplexHandler {
             // cleanly: NIO closes such a channel without an inputClosed event. It is still this
             // side's FIN, and goes on as one before the close.
             inputClosed = true
-            let finished = peer.writeAndFlush(ByteBuffer())
-            finished.whenComplete { _ in peer.close(mode: .output, promise: nil) }
-            finPassed = finished
+            _ = passFIN(to: peer)
         }
         if let peer {
             // After the FIN this side passed on, if any.
@@ -102,6 +98,15 @@ final class SpliceHandler: ChannelDuplexHandler {
         }
         onClose?()
         context.fireChannelInactive()
+    }
+
+    /// Shuts the peer's output once everything this side read so far is written there; the
+    /// returned future completes when that last write has.
+    private func passFIN(to peer: Channel) -> EventLoopFuture<Void> {
+        let finished = peer.writeAndFlush(ByteBuffer())
+        finished.whenComplete { _ in peer.close(mode: .output, promise: nil) }
+        finPassed = finished
+        return finished
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
