@@ -26,7 +26,7 @@ NETWORK = os.path.join(ROOT, "filters", "build", "c-network.wasm")
 GRPC = os.path.join(ROOT, "filters", "build", "c-grpc.wasm")
 PEER = os.path.join(ROOT, "Tests", "support", "grpc_peer.py")
 
-MODES = ["count", "rewrite", "pause-line", "pause-new 300", "hold-once 300", "close-on"]
+MODES = ["count", "rewrite", "pause-line", "pause-new 300", "hold-mark 300", "close-on"]
 
 
 def wasm(kind, name, module, configuration, vm_id):
@@ -280,7 +280,7 @@ SCENARIOS = [
     ("rewrite both ways", "rewrite", lambda p: exchange(p["rewrite"], "hello")),
     ("pause-line holds until a newline", "pause-line", lambda p: pause_line(p["pause-line"])),
     ("pause-new: held at new connection, resumed from a tick", "pause-new", lambda p: pause_new(p["pause-new 300"])),
-    ("hold-once: paused, resumed from a tick", "hold-once", lambda p: hold_once(p["hold-once 300"])),
+    ("hold-mark: paused, edited and resumed from a tick", "hold-mark", lambda p: hold_once(p["hold-mark 300"])),
     ("close-on EVIL from the client", "close-on", lambda p: exchange(p["close-on"], "fine", "EVIL", half_close=False)),
     ("close-on LEAK from the upstream", "close-on", lambda p: exchange(p["close-on"], "LEAK", half_close=False)),
     ("client reset", "count", lambda p: client_reset(p["count"])),

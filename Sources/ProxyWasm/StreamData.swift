@@ -23,12 +23,15 @@ public final class HTTPStreamData {
 }
 
 /// What network (TCP) filters read and change on one connection: the bytes waiting in each
-/// direction, lent to the current callback, and the connection's facts.
+/// direction, and the connection's facts. As in Envoy, a direction's bytes are there during
+/// its data callbacks and for as long as a filter holds them after one (it may edit them from
+/// a tick or a callout's answer before it continues); nil otherwise: reads see nothing,
+/// writes are BadArgument.
 public final class NetworkConnectionData {
     /// Bytes from the client not yet past the filters (DownstreamData).
-    public var downstreamData = StreamBody()
+    public var downstreamData: StreamBody?
     /// Bytes towards the client not yet past the filters (UpstreamData).
-    public var upstreamData = StreamBody()
+    public var upstreamData: StreamBody?
     public var filterState: [String: [UInt8]] = [:]
     public let info: StreamInfo
 

@@ -9,7 +9,8 @@ extension PluginVM {
             return (type == .requestBody ? data.requestBody : data.responseBody).withBytes(body)
         case .downstreamData, .upstreamData:
             guard let data = effectiveStream?.network else { return nil }
-            return (type == .downstreamData ? data.downstreamData : data.upstreamData).withBytes(body)
+            // Not held now: empty, as Envoy answers.
+            return (type == .downstreamData ? data.downstreamData : data.upstreamData)?.withBytes(body) ?? body(UnsafeRawBufferPointer(start: nil, count: 0))
         case .vmConfiguration: return bytes(identity.vmConfiguration)
         case .pluginConfiguration: return configurationReadable ? bytes(identity.pluginConfiguration) : nil
         case .httpCallResponseBody: return httpCallResponse.map { bytes($0.body) }
@@ -60,7 +61,12 @@ extension PluginVM {
             return type == .requestBody ? data.requestBody.edit(edit) : data.responseBody.edit(edit)
         case .downstreamData, .upstreamData:
             guard let data = effectiveStream?.network else { return .notFound }
-            return type == .downstreamData ? data.downstreamData.edit(edit) : data.upstreamData.edit(edit)
+            if type == .downstreamData {
+                guard data.downstreamData != nil else { return .badArgument }
+                return data.downstreamData!.edit(edit)
+            }
+            guard data.upstreamData != nil else { return .badArgument }
+            return data.upstreamData!.edit(edit)
         default:
             return .badArgument
         }

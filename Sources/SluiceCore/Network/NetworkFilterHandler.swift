@@ -137,6 +137,7 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .closed = phase { return }
+        takeHeldDownstreamEdits(context)
         Self.append(unwrapInboundIn(data), to: &downstream)
         runDownstream(context, from: 0)
     }
@@ -159,8 +160,22 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
         context.read()
     }
 
+    /// Edits a filter made to the client's bytes it holds from outside a data callback (a
+    /// tick, a callout's answer) become the bytes, before anything else touches them.
+    private func takeHeldDownstreamEdits(_ context: ChannelHandlerContext) {
+        if let edited = data.downstreamData?.edited { downstream = context.channel.allocator.buffer(bytes: edited) }
+        data.downstreamData = nil
+    }
+
+    /// The same for the bytes towards the client.
+    private func takeHeldUpstreamEdits(_ context: ChannelHandlerContext) {
+        if let edited = data.upstreamData?.edited { upstream = context.channel.allocator.buffer(bytes: edited) }
+        data.upstreamData = nil
+    }
+
     /// Runs the client's bytes through filters `start...`, then to the terminal.
     private func runDownstream(_ context: ChannelHandlerContext, from start: Int) {
+        takeHeldDownstreamEdits(context)
         for i in start..<max(start, slots.count) {
             if case .closed = phase { return }
             let slot = slots[i]
@@ -178,10 +193,12 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
             if downstream.readableBytes > 0 || downstreamEnded {
                 data.downstreamData = StreamBody(downstream)
                 let action = slot.vm.onDownstreamData(id, size: downstream.readableBytes, endOfStream: downstreamEnded)
-                if let edited = data.downstreamData.edited { downstream = context.channel.allocator.buffer(bytes: edited) }
-                data.downstreamData = StreamBody()
+                if let edited = data.downstreamData?.edited { downstream = context.channel.allocator.buffer(bytes: edited) }
+                data.downstreamData = nil
                 if stopAfterFailure(slot, context) { return }
                 if action == .stopIteration || isClosing {
+                    // Held: still the filter's to read and edit until it continues.
+                    data.downstreamData = StreamBody(downstream)
                     checkDownstreamPressure(context)
                     return
                 }
@@ -245,6 +262,7 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
                 context.write(data, promise: promise)
                 return
             }
+            takeHeldUpstreamEdits(context)
             Self.append(bytes, to: &upstream)
             if let promise { upstreamPromises.append(promise) }
             runUpstream(context)
@@ -272,6 +290,7 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
     /// Runs the bytes towards the client through the filters, last to first.
     private func runUpstream(_ context: ChannelHandlerContext) {
         guard case .passing = phase else { return }
+        takeHeldUpstreamEdits(context)
         for slot in slots.reversed() where !slot.bypassed {
             guard case .passing = phase else { return }
             guard let id = contextID(slot) else {
@@ -281,11 +300,12 @@ final class NetworkFilterHandler: ChannelDuplexHandler, RemovableChannelHandler 
             guard upstream.readableBytes > 0 || upstreamEnded else { continue }
             data.upstreamData = StreamBody(upstream)
             let action = slot.vm.onUpstreamData(id, size: upstream.readableBytes, endOfStream: upstreamEnded)
-            if let edited = data.upstreamData.edited { upstream = context.channel.allocator.buffer(bytes: edited) }
-            data.upstreamData = StreamBody()
+            if let edited = data.upstreamData?.edited { upstream = context.channel.allocator.buffer(bytes: edited) }
+            data.upstreamData = nil
             if upstreamEnded && !slot.vm.failed { slot.vm.onUpstreamConnectionClose(id, peer: .unknown) }
             if stopAfterFailure(slot, context) { return }
             if action == .stopIteration || isClosing {
+                data.upstreamData = StreamBody(upstream)
                 checkUpstreamPressure()
                 return
             }

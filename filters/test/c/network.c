@@ -11,6 +11,8 @@
  *   pause-new MS  stops at proxy_on_new_connection, continues from a tick MS ms later
  *   hold-once MS  holds the client's first bytes (and what follows) for MS ms, then resumes
  *                 with proxy_continue_stream(Downstream) from a tick
+ *   hold-mark MS  the same, and the tick first appends "!" to the bytes held (a filter edits
+ *                 what it holds outside a data callback)
  *   close-on      closes the connection when the client sends "EVIL" (proxy_close_stream
  *                 Downstream) or the upstream sends "LEAK" (Upstream)
  *   hold-up       holds the upstream's bytes until its end_of_stream (buffer, then inspect)
@@ -161,7 +163,7 @@ PW_EXPORT(proxy_on_downstream_data) uint32_t on_downstream_data(uint32_t ctx, ui
         pw_buffer_replace(PW_DOWNSTREAM_DATA, data, len);
     } else if (is("pause-line")) {
         result = (data && memchr(data, '\n', len)) ? PW_CONTINUE : PW_PAUSE;
-    } else if (is("hold-once")) {
+    } else if (is("hold-once") || is("hold-mark")) {
         uint32_t slot = ctx % MAX_CONNECTIONS;
         if (conns[slot].held == 0) {
             conns[slot].held = 1;
@@ -215,9 +217,17 @@ PW_EXPORT(proxy_on_tick) void on_tick(uint32_t root) {
         if (conns[i].held != 1) continue;
         conns[i].held = 2;
         if (proxy_set_effective_context(conns[i].id) != PW_OK) continue;
+        /* The held bytes are still the filter's to edit from another callback (hold-once
+         * adds a mark; pause-new holds nothing yet). */
+        char event[64] = "";
+        if (strcmp(mode_of(conns[i].id), "hold-once") != 0) {
+            size_t held = 0; uint32_t flags = 0;
+            pw_status got = proxy_get_buffer_status(PW_DOWNSTREAM_DATA, &held, &flags);
+            pw_status added = proxy_set_buffer_bytes(PW_DOWNSTREAM_DATA, 0xFFFFFFFF, 0, "!", 1);
+            snprintf(event, sizeof event, "held:%d:%u append:%d ", got, (unsigned)held, added);
+        }
         pw_status s = proxy_continue_stream(PW_STREAM_DOWNSTREAM);
-        char event[32];
-        snprintf(event, sizeof event, "resume:%d", s);
+        snprintf(event + strlen(event), sizeof event - strlen(event), "resume:%d", s);
         trace(conns[i].id, event);
     }
 }
