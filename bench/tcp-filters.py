@@ -64,15 +64,6 @@ def push(port):
     return elapsed
 
 
-def bootstrap(admin, listeners, sink_port):
-    return """admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
-static_resources:
-  listeners:{listeners}
-  clusters:{cluster}
-""".format(admin=admin, listeners=listeners, cluster=network.cluster("echo", sink_port))
-
-
 def main():
     if not os.path.exists(SLUICE):
         sys.exit("%s missing: swift build -c release" % SLUICE)
@@ -86,22 +77,10 @@ def main():
                 for name, cmd in (("envoy", [envoy_binary(), "--concurrency", "1", "--log-level", "error", "-c"]),
                                   ("sluice", [SLUICE, "run", "--workers", "1", "--envoy-config"])):
                     admin, port = free_port(), free_port()
-                    if mode == "plain":
-                        listener = """
-  - name: tcp
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: tcp
-          cluster: echo""".format(port=port)
-                    else:
-                        listener = network.tcp_listener("tcp", port, "count")
+                    listener = network.tcp_listener("tcp", port, None if mode == "plain" else "count")
                     path = os.path.join(work, "%s-%s.yaml" % (name, mode))
                     with open(path, "w") as f:
-                        f.write(bootstrap(admin, listener, sink_port))
+                        f.write(network.static_bootstrap(admin, [listener], [network.cluster("echo", sink_port)]))
                     p = proxies.start(cmd + [path], admin, "%s-%s" % (name, mode))
                     push(port)  # warm-up: VM contexts, pools, page cache
                     before = cpu_seconds(p.pid)
@@ -144,12 +123,7 @@ def callouts(proxies, work):
                 listener = network.http_listener("grpc", port, "", network.indent(network.wasm("http", "caller", network.GRPC, "grpc grpc grpc", "grpc")), "grpc")
                 path = os.path.join(work, "%s-grpc.yaml" % name)
                 with open(path, "w") as f:
-                    f.write("""admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
-static_resources:
-  listeners:{listener}
-  clusters:{cluster}
-""".format(admin=admin, listener=listener, cluster=network.cluster("grpc", grpc_port, h2=True)))
+                    f.write(network.static_bootstrap(admin, [listener], [network.cluster("grpc", grpc_port, h2=True)]))
                 p = proxies.start(cmd + [path], admin, "%s-grpc" % name)
                 url = "http://127.0.0.1:%d/unary/hello" % port
                 subprocess.run(["wrk", "-c16", "-t2", "-d1s", url], capture_output=True)  # warm-up

@@ -50,6 +50,7 @@ def indent(block):
 
 
 def tcp_listener(name, port, mode, cluster="echo"):
+    """A tcp_proxy listener, behind the network test filter in `mode` (None: no filter)."""
     return """
   - name: {name}
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
@@ -60,7 +61,7 @@ def tcp_listener(name, port, mode, cluster="echo"):
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
           stat_prefix: {name}
           cluster: {cluster}""".format(name=name, port=port, cluster=cluster,
-                                      filter=wasm("network", name + "_net", NETWORK, mode, "net"))
+                                      filter=wasm("network", name + "_net", NETWORK, mode, "net") if mode else "")
 
 
 def http_listener(name, port, network_filter, http_filter, cluster):
@@ -110,12 +111,17 @@ def bootstrap(ports):
                                    indent(wasm("http", "grpc_caller", GRPC, "grpc dead cut", "grpc")), "echo_http"))
     clusters = [cluster("echo", ports["echo"]), cluster("greet", ports["greet"]), cluster("echo_http", ports["echo_http"]), cluster("dead", ports["dead"], h2=True),
                 cluster("grpc", ports["grpc"], h2=True), cluster("cut", ports["cut"], h2=True)]
+    return static_bootstrap(ports["admin"], listeners, clusters)
+
+
+def static_bootstrap(admin, listeners, clusters):
+    """A bootstrap of these listener and cluster blocks, its admin on `admin`."""
     return """admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
 static_resources:
   listeners:{listeners}
   clusters:{clusters}
-""".format(admin=ports["admin"], listeners="".join(listeners), clusters="".join(clusters))
+""".format(admin=admin, listeners="".join(listeners), clusters="".join(clusters))
 
 
 # ---- upstreams ----
